@@ -1,0 +1,238 @@
+"""The `anomed` command: parse, call the library, print. No logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from anomed.errors import AnomedError
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML run config (flags and --set override it)")
+    p.add_argument("--method", help="method name (see `anomed methods`), default mediclip")
+    p.add_argument("--data", help="dataset root (folder layout or samples-JSON layout)")
+    p.add_argument("--layout", help="dataset layout: auto, folder, samples-json")
+    p.add_argument("--k", type=int, help="normal shots (default 16)")
+    p.add_argument("--k-abnormal", type=int, help="labelled abnormal shots (supervised methods)")
+    p.add_argument("--seed", type=int, help="seeds the shot draw and training (default 0)")
+    p.add_argument("--shots-file", help="reuse the shot list of an earlier run (shots.yaml)")
+    p.add_argument("--model", help="open_clip model name, hf-hub:org/repo or local-dir:/path")
+    p.add_argument("--pretrained", help="open_clip tag (e.g. openai) or a local checkpoint file")
+    p.add_argument("--image-size", type=int, help="input size; positional embeddings interpolated")
+    p.add_argument("--preprocess", help="pixel normalisation preset: clip, paper, cxr")
+    p.add_argument("--epochs", type=int, help="training epochs (default: the method's)")
+    p.add_argument("--batch-size", type=int, help="batch size (default: the method's)")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument(
+        "--select",
+        choices=["val", "last", "test-leak"],
+        help="model selection: validation split (default), last epoch, or the "
+        "papers' habit of picking the epoch on the test set (leaks test labels)",
+    )
+    p.add_argument("--output", "-o", help="output folder for the checkpoint and reports")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config field, e.g. --set method_args.temperature=0.07",
+    )
+
+
+_FLAG_KEYS = {
+    "method": "method",
+    "data": "data.root",
+    "layout": "data.layout",
+    "k": "data.k",
+    "k_abnormal": "data.k_abnormal",
+    "shots_file": "data.shots_file",
+    "model": "backbone.model",
+    "pretrained": "backbone.pretrained",
+    "image_size": "backbone.image_size",
+    "preprocess": "backbone.preprocess",
+    "epochs": "train.epochs",
+    "batch_size": "train.batch_size",
+    "device": "train.device",
+    "select": "train.select",
+    "output": "output_dir",
+}
+
+
+def build_run_config(args: argparse.Namespace):
+    """Config file, then flags, then --set overrides -> RunConfig."""
+    from anomed.config import RunConfig, apply_overrides, from_dict, load_yaml, set_dotted
+
+    data = load_yaml(args.config) if args.config else {}
+    for flag, key in _FLAG_KEYS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            set_dotted(data, key, value)
+    if args.seed is not None:
+        set_dotted(data, "data.seed", args.seed)
+        set_dotted(data, "train.seed", args.seed)
+    cfg = from_dict(RunConfig, apply_overrides(data, args.set))
+    from anomed.methods import METHODS
+
+    METHODS.get(cfg.method)  # fail on an unknown method before touching any data
+    if not cfg.data.root:
+        raise AnomedError(
+            "no dataset given. Fix: pass --data PATH (e.g. a folder made by `anomed data phantom`)"
+        )
+    return cfg
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from anomed.engine.run import train_run
+
+    cfg = build_run_config(args)
+    art = train_run(cfg, progress=not args.quiet)
+    cal = art.info.calibration
+    print(
+        f"saved checkpoint to {art.output_dir} (best epoch {art.fit.best_epoch} by "
+        f"{art.fit.selected_by}; threshold {cal.threshold:.4f} at FPR {cal.target_fpr})"
+    )
+    if args.eval:
+        _print_eval(*_eval(art.output_dir, None, None, args))
+
+
+def _eval(checkpoint: Path, data: str | None, output: str | None, args: argparse.Namespace):
+    from anomed.engine.run import eval_run
+
+    return eval_run(
+        checkpoint,
+        data,
+        output,
+        device=args.device or "auto",
+        batch_size=getattr(args, "batch_size", None),
+        progress=not args.quiet,
+    )
+
+
+def _print_eval(result, out: Path) -> None:
+    print((out / "metrics.md").read_text().rstrip())
+    print(f"reports in {out}: metrics.json, metrics.md, scores.csv, heatmaps.png, roc.png")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    _print_eval(*_eval(Path(args.checkpoint), args.data, args.output, args))
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from anomed.engine.predict import predict_run
+
+    report = predict_run(
+        args.checkpoint,
+        args.inputs,
+        args.output,
+        device=args.device or "auto",
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+    )
+    for line in report.summary_lines():
+        print(line)
+
+
+def cmd_phantom(args: argparse.Namespace) -> None:
+    from anomed.data.phantom import PhantomConfig, write_phantom_dataset
+
+    cfg = PhantomConfig(
+        n_train=args.n_train,
+        n_test_normal=args.n_test_normal,
+        n_test_abnormal=args.n_test_abnormal,
+        image_size=args.size,
+        seed=args.seed,
+    )
+    splits = write_phantom_dataset(args.output, cfg, overwrite=args.overwrite)
+    print(
+        f"wrote {len(splits.train)} training and {len(splits.test)} test phantoms to {args.output}"
+    )
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from anomed.engine.demo import run_demo
+
+    run_demo(Path(args.output), epochs=args.epochs, progress=not args.quiet)
+
+
+def cmd_methods(args: argparse.Namespace) -> None:
+    from anomed.methods import METHODS
+
+    for name in METHODS.names():
+        cls = METHODS.get(name)
+        print(f"{name:12s} {(cls.__doc__ or '').strip().splitlines()[0]}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="anomed", description="Few-/zero-shot medical image anomaly detection with CLIP."
+    )
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a detector on k shots and save a checkpoint")
+    _add_run_options(p)
+    p.add_argument("--eval", action="store_true", help="evaluate on the test split afterwards")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint on a dataset's test split")
+    p.add_argument("checkpoint", type=Path, help="folder written by `anomed train`")
+    p.add_argument("--data", help="dataset root (default: the one it was trained on)")
+    p.add_argument("--output", "-o", help="report folder (default CHECKPOINT/eval/DATASET)")
+    p.add_argument("--device", help="auto, cpu, cuda")
+    p.add_argument("--batch-size", type=int)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "predict", help="score images with a checkpoint: scores, decisions, heatmaps"
+    )
+    p.add_argument("checkpoint", type=Path, help="folder written by `anomed train`")
+    p.add_argument("inputs", nargs="+", help="image files and/or folders")
+    p.add_argument("--output", "-o", default="runs/predict", help="output folder")
+    p.add_argument("--device", help="auto, cpu, cuda")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("data", help="dataset tools")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="TOOL")
+    p = data_sub.add_parser("phantom", help="write the synthetic brain-slice phantom dataset")
+    p.add_argument("--output", "-o", default="data/phantom", help="dataset folder to create")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-train", type=int, default=48, help="normal training pool size")
+    p.add_argument("--n-test-normal", type=int, default=40)
+    p.add_argument("--n-test-abnormal", type=int, default=40)
+    p.add_argument("--size", type=int, default=256, help="image side in pixels")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+    p.set_defaults(func=cmd_phantom)
+
+    p = sub.add_parser("demo", help="phantoms -> train MediCLIP (tiny backbone) -> evaluate")
+    p.add_argument("--output", "-o", default="runs/demo")
+    p.add_argument("--epochs", type=int, default=None, help="override the demo's epochs")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("methods", help="list the registered methods")
+    p.set_defaults(func=cmd_methods)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    warnings.simplefilter("default", UserWarning)
+    try:
+        args.func(args)
+    except AnomedError as exc:
+        print(f"anomed: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("anomed: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""Read 2D images and pixel masks from disk into the arrays every other part expects.
+
+An image comes back as float32 (H, W, 3) in [0, 1]; a mask as bool (H, W). Both readers accept
+any format Pillow decodes (PNG, JPEG, BMP, TIFF, ...), including 16-bit PNG/TIFF, and fail with an
+`AnomedError` naming the file when it is missing, truncated or not an image at all.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from anomed.errors import AnomedError
+
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+_LOSSY_EXTENSIONS = frozenset({".jpg", ".jpeg"})
+
+
+def is_image_file(path: str | Path) -> bool:
+    """True when the name ends in an image extension (case-insensitive: `X.PNG` counts)."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image as float32 (H, W, 3) RGB in [0, 1].
+
+    Grayscale is replicated to 3 channels; alpha is dropped after compositing on black.
+    8-bit data is divided by 255. Integer data wider than 8 bits (16-bit PNG/TIFF) is scaled by
+    the image's own [min, max], so a 12-bit scan stored in a 16-bit container is neither dark nor
+    clipped; a constant image of that kind becomes all zeros.
+    """
+    path = Path(path)
+    arr = _decode(path)  # (H, W) or (H, W, 3), native dtype
+    if arr.dtype == np.bool_:
+        out = arr.astype(np.float32)
+    elif arr.dtype == np.uint8:
+        out = arr.astype(np.float32) / 255.0
+    elif np.issubdtype(arr.dtype, np.integer) or not _in_unit_range(arr):
+        out = _minmax(arr)
+    else:  # float data already in [0, 1]
+        out = arr.astype(np.float32)
+    if out.ndim == 2:
+        out = np.repeat(out[:, :, None], 3, axis=2)  # (H, W) -> (H, W, 3)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def read_mask(paths: Sequence[str | Path], size: tuple[int, int] | None = None) -> np.ndarray:
+    """Read and merge (logical OR) the mask files of one image into a bool (H, W) array.
+
+    Foreground is > 127 for 8-bit files (JPEG masks carry compression noise) and > half the
+    dtype maximum for wider integers. A lossless file whose non-zero values all lie at or below
+    that threshold (a 0/1 label map) counts every non-zero pixel as foreground, since the plain
+    threshold would silently return an empty mask. Colour masks use the brightest channel.
+    Masks are resized (nearest neighbour, with a warning) to `size=(H, W)` when given, otherwise
+    to the first file's size.
+    """
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise AnomedError("read_mask got no mask files. Fix: pass at least one mask path.")
+    merged: np.ndarray | None = None
+    target = tuple(size) if size is not None else None
+    for path in paths:
+        mask = _mask_from_array(_decode(path), path)  # (H, W) bool
+        if target is None:
+            target = mask.shape
+        if mask.shape != target:
+            warnings.warn(
+                f"{path}: mask is {mask.shape[0]}x{mask.shape[1]} (HxW) but {target[0]}x"
+                f"{target[1]} was expected; resized with nearest neighbour.",
+                stacklevel=2,
+            )
+            mask = _resize_nearest(mask, target)
+        merged = mask if merged is None else merged | mask
+    return merged
+
+
+def _decode(path: Path) -> np.ndarray:
+    """Fully decode a file to its native array: (H, W) or (H, W, 3), alpha composited on black."""
+    if not path.is_file():
+        what = "a folder, not a file" if path.is_dir() else "no such file"
+        raise AnomedError(f"{path}: {what}. Fix: check the path or the dataset layout.")
+    try:
+        with Image.open(path) as img:
+            wide_rgb = img.mode in ("RGB", "RGBA") and _has_16bit_tiles(img)
+            img.load()  # force a full decode so a truncated file fails here, not later
+            arr = None if wide_rgb else _pil_to_array(img)
+    except Exception as exc:  # Pillow raises many types (OSError, SyntaxError, ValueError, ...)
+        raise AnomedError(
+            f"{path}: not a readable image ({type(exc).__name__}: {exc}). "
+            "Fix: re-export it as PNG, or remove it from the dataset."
+        ) from exc
+    if arr is None:  # Pillow reduces 16-bit colour to 8 bits; OpenCV keeps all of them
+        arr = _cv2_wide_rgb(path)
+    return arr
+
+
+def _has_16bit_tiles(img: Image.Image) -> bool:
+    """True when Pillow will decode from 16-bit samples (it then hands back only 8 bits)."""
+    return any(";16" in str(tile.args) for tile in getattr(img, "tile", []))
+
+
+def _pil_to_array(img: Image.Image) -> np.ndarray:
+    """Pillow image -> native array; palettes expanded, alpha composited on black."""
+    mode = img.mode
+    if mode == "P":
+        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
+    elif mode == "PA":
+        img = img.convert("RGBA")
+    elif mode.startswith("I;16"):
+        return np.asarray(img).astype(np.uint16)  # any byte order -> native uint16
+    elif mode == "I":
+        arr = np.asarray(img)  # int32; Pillow uses it for some 16-bit files
+        if arr.size and arr.min() >= 0 and arr.max() <= np.iinfo(np.uint16).max:
+            return arr.astype(np.uint16)
+        return arr
+    elif mode not in ("1", "L", "LA", "RGB", "RGBA", "F"):  # CMYK, YCbCr, LAB, HSV, ...
+        img = img.convert("RGB")
+    arr = np.asarray(img)
+    if img.mode in ("LA", "RGBA"):
+        arr = _composite_on_black(arr[..., :-1], arr[..., -1])
+    return arr
+
+
+def _cv2_wide_rgb(path: Path) -> np.ndarray:
+    """Read 16-bit colour PNG/TIFF with OpenCV: (H, W, 3) uint16 RGB, alpha composited."""
+    arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if arr is None or arr.ndim != 3:
+        raise AnomedError(
+            f"{path}: OpenCV could not read this 16-bit colour image. "
+            "Fix: re-export it as PNG (8 or 16 bit)."
+        )
+    if arr.shape[2] == 4:
+        arr = cv2.cvtColor(arr, cv2.COLOR_BGRA2RGBA)
+        return _composite_on_black(arr[..., :3], arr[..., 3])
+    return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
+
+
+def _composite_on_black(color: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """color * alpha / alpha_max, keeping the input dtype. color (H, W[, C]), alpha (H, W)."""
+    amax = float(np.iinfo(alpha.dtype).max) if np.issubdtype(alpha.dtype, np.integer) else 1.0
+    weight = alpha.astype(np.float64) / amax
+    if color.ndim == 3:
+        weight = weight[..., None]
+    out = color.astype(np.float64) * weight
+    if np.issubdtype(color.dtype, np.integer):
+        out = np.rint(out)
+    out = out.astype(color.dtype)
+    return out[..., 0] if out.ndim == 3 and out.shape[2] == 1 else out
+
+
+def _in_unit_range(arr: np.ndarray) -> bool:
+    return arr.size == 0 or (float(np.nanmin(arr)) >= 0.0 and float(np.nanmax(arr)) <= 1.0)
+
+
+def _minmax(arr: np.ndarray) -> np.ndarray:
+    """Linear map of the image's own [min, max] to [0, 1]; a constant image maps to 0."""
+    arr = arr.astype(np.float64)
+    lo, hi = float(arr.min()), float(arr.max())
+    if hi <= lo:
+        return np.zeros(arr.shape, np.float32)
+    return ((arr - lo) / (hi - lo)).astype(np.float32)
+
+
+def _mask_from_array(arr: np.ndarray, path: Path) -> np.ndarray:
+    """Native array -> bool (H, W) foreground, by the thresholds described in `read_mask`."""
+    if arr.ndim == 3:
+        arr = arr.max(axis=2)  # brightest channel: a red or green mask still counts
+    if arr.dtype == np.bool_:
+        return arr.copy()
+    if np.issubdtype(arr.dtype, np.integer):
+        threshold = 127 if arr.dtype == np.uint8 else np.iinfo(arr.dtype).max // 2
+    else:
+        arr = arr if _in_unit_range(arr) else _minmax(arr)
+        threshold = 0.5
+    lossless = path.suffix.lower() not in _LOSSY_EXTENSIONS
+    if lossless and arr.size and 0 < arr.max() <= threshold:  # a 0/1 (or small) label map
+        return arr > 0
+    return arr > threshold
+
+
+def _resize_nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a bool (H, W) mask to size=(H, W) with nearest neighbour."""
+    out = cv2.resize(mask.astype(np.uint8), (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+    return out.astype(bool)

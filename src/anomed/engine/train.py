@@ -1,0 +1,115 @@
+"""The training loop every method shares: batches, AMP on GPU, validation-based selection."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from anomed.config import TrainConfig
+from anomed.data.datasets import collate
+from anomed.engine.device import autocast, to_device
+from anomed.engine.evaluate import EvalResult, evaluate_items
+from anomed.errors import AnomedError
+from anomed.methods.base import AnomalyMethod
+
+SELECT_MODES = ("val", "last", "test-leak")
+
+
+@dataclass
+class FitResult:
+    """What training produced beside the weights (kept in the method)."""
+
+    epochs: int
+    best_epoch: int
+    selected_by: str  # "val", "last" or "test-leak" (leaks test labels: papers' habit)
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def selection_score(metrics: dict[str, float | None]) -> float:
+    """Mean of the defined AUROCs (image and pixel): what 'best epoch' means."""
+    values = [metrics.get(k) for k in ("image_auroc", "pixel_auroc")]
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    return sum(values) / len(values) if values else float("-inf")
+
+
+def _batches(loader: DataLoader, dataset: Dataset, epoch: int) -> Iterator[dict]:
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)
+    yield from loader
+
+
+def fit(
+    method: AnomalyMethod,
+    train_set: Dataset,
+    val_items: Sequence[dict],
+    cfg: TrainConfig,
+    epochs: int,
+    batch_size: int,
+    device: torch.device,
+    test_eval: Callable[[], EvalResult] | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> FitResult:
+    """Train `method` in place; keep the weights of the selected epoch."""
+    if cfg.select not in SELECT_MODES:
+        raise AnomedError(f"--select {cfg.select!r}: choose one of {SELECT_MODES}")
+    if cfg.select == "test-leak" and test_eval is None:
+        raise AnomedError("--select test-leak needs a test set to peek at")
+    generator = torch.Generator().manual_seed(cfg.seed)
+    loader = DataLoader(
+        train_set,
+        batch_size=batch_size,
+        shuffle=True,
+        generator=generator,
+        collate_fn=collate,
+        num_workers=cfg.num_workers,
+    )
+    optimizer = method.configure_optimizer()
+    result = FitResult(epochs=epochs, best_epoch=epochs, selected_by=cfg.select)
+    best_score, best_state = float("-inf"), None
+    bar = tqdm(range(1, epochs + 1), desc=f"train {method.name}", disable=not progress, unit="ep")
+    for epoch in bar:
+        method.train()
+        losses = []
+        for batch in _batches(loader, train_set, epoch):
+            batch = to_device(batch, device)
+            with autocast(device, cfg.amp):
+                loss = method.training_step(batch)["loss"]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+        row = {"epoch": epoch, "loss": sum(losses) / max(1, len(losses))}
+        if cfg.select != "last" and (epoch % cfg.val_every == 0 or epoch == epochs):
+            peek = test_eval() if cfg.select == "test-leak" else None
+            metrics = (
+                peek.metrics
+                if peek
+                else evaluate_items(method, val_items, batch_size, device, cfg.amp).metrics
+            )
+            row.update({f"{cfg.select}_{k}": v for k, v in metrics.items() if v is not None})
+            score = selection_score(metrics)
+            if score > best_score:
+                best_score, result.best_epoch = score, epoch
+                best_state = copy.deepcopy(method.trainable_state_dict())
+        result.history.append(row)
+        bar.set_postfix(loss=f"{row['loss']:.4f}")
+        if epoch == 1 or epoch % cfg.val_every == 0 or epoch == epochs:
+            log(_format_row(row))
+    if best_state is not None:
+        method.load_trainable_state_dict(best_state)
+    result.seconds = bar.format_dict.get("elapsed", 0.0)
+    return result
+
+
+def _format_row(row: dict) -> str:
+    parts = [f"epoch {row['epoch']:4d}", f"loss {row['loss']:.4f}"]
+    parts += [f"{k} {v:.3f}" for k, v in row.items() if k not in ("epoch", "loss")]
+    return "  ".join(parts)

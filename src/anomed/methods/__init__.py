@@ -1,0 +1,22 @@
+"""Methods: one short file each, composing backbone, prompts, adapters, synthesis and losses."""
+
+from anomed.methods.base import (
+    METHODS,
+    AnomalyMethod,
+    AnomalyOutput,
+    MethodConfig,
+    create_method,
+    method_config_dict,
+)
+from anomed.methods.mediclip import MediCLIP, MediCLIPConfig
+
+__all__ = [
+    "METHODS",
+    "AnomalyMethod",
+    "AnomalyOutput",
+    "MediCLIP",
+    "MediCLIPConfig",
+    "MethodConfig",
+    "create_method",
+    "method_config_dict",
+]

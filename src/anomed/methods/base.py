@@ -1,0 +1,119 @@
+"""What every method is: a frozen backbone plus trainable parts, one typed output in all modes."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, ClassVar, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from anomed.backbone import FrozenCLIP
+from anomed.config import from_dict
+from anomed.registry import Registry
+
+METHODS: Registry[type[AnomalyMethod]] = Registry("method")
+
+
+class AnomalyOutput(NamedTuple):
+    """A detector's answer for a batch, in training and evaluation alike."""
+
+    anomaly_map: Tensor  # (B, H, W) abnormality per pixel at the input size
+    image_score: Tensor  # (B,) abnormality of the whole image
+
+
+@dataclasses.dataclass
+class MethodConfig:
+    """Fields every method's config has; methods subclass it with their own."""
+
+    epochs: int = 50
+    batch_size: int = 8
+    lr: float = 1e-3
+
+
+class AnomalyMethod(nn.Module):
+    """Base of all methods. Subclasses set `name`, `config_class` and implement the hooks.
+
+    The backbone is a registered submodule (so `.to()` moves it) but it is frozen and left out
+    of `trainable_state_dict`, which is what checkpoints store.
+    """
+
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type[MethodConfig]] = MethodConfig
+    normal_only: ClassVar[bool] = True  # trains on normal shots only (synthesized anomalies)
+
+    def __init__(self, backbone: FrozenCLIP, cfg: MethodConfig) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.cfg = cfg
+
+    # ---- data ---------------------------------------------------------------------------
+    def train_dataset(
+        self,
+        shots: Sequence[np.ndarray],
+        labels: Sequence[int],
+        masks: Sequence[np.ndarray],
+        seed: int,
+    ) -> Dataset:
+        """The training set built from the support images (already at the input size)."""
+        raise NotImplementedError
+
+    def validation_items(
+        self,
+        images: Sequence[np.ndarray],
+        labels: Sequence[int],
+        masks: Sequence[np.ndarray],
+        seed: int,
+    ) -> list[dict]:
+        """Fixed validation items (see data.datasets) used to select the epoch and calibrate."""
+        raise NotImplementedError
+
+    # ---- training -----------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Losses for one batch; the key "loss" is minimised."""
+        raise NotImplementedError
+
+    def configure_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.trainable_parameters(), lr=self.cfg.lr)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def trainable_state_dict(self) -> dict[str, Tensor]:
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("backbone.")}
+
+    def load_trainable_state_dict(self, state: dict[str, Tensor]) -> None:
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith("backbone.")]
+        if missing or unexpected:
+            raise ValueError(f"checkpoint does not fit: missing {missing}, unexpected {unexpected}")
+
+    def train(self, mode: bool = True) -> AnomalyMethod:
+        super().train(mode)
+        self.backbone.train(False)
+        return self
+
+    # ---- inference ----------------------------------------------------------------------
+    def forward(self, images: Tensor) -> AnomalyOutput:
+        """images: (B, 3, H, W) in [0, 1] -> AnomalyOutput."""
+        raise NotImplementedError
+
+
+def create_method(
+    name: str, backbone: FrozenCLIP, args: dict[str, Any] | None = None
+) -> AnomalyMethod:
+    """Build a registered method on a backbone from its config dict (unknown keys are errors)."""
+    cls = METHODS.get(name)
+    cfg = from_dict(cls.config_class, args or {})
+    return cls(backbone, cfg)
+
+
+def method_config_dict(name: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The full config of a method (defaults filled in) as a plain dict."""
+    from anomed.config import to_dict
+
+    cls = METHODS.get(name)
+    return to_dict(from_dict(cls.config_class, args or {}))

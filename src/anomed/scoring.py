@@ -1,0 +1,57 @@
+"""Patch-text scoring: similarity of patch features to class text features, as pixel maps."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def patch_text_probs(patch_feats: Tensor, text_feats: Tensor, temperature: float) -> Tensor:
+    """Softmax over classes of cos(patch, class) / temperature.
+
+    patch_feats: (B, N, D); text_feats: (C, D) or per image (B, C, D) -> probs (B, N, C).
+    """
+    patch_feats = F.normalize(patch_feats, dim=-1)
+    text_feats = F.normalize(text_feats, dim=-1)
+    if text_feats.dim() == 2:
+        logits = patch_feats @ text_feats.t()
+    else:
+        logits = torch.einsum("bnd,bcd->bnc", patch_feats, text_feats)
+    return (logits / temperature).softmax(dim=-1)
+
+
+def tokens_to_grid(tokens: Tensor, grid: tuple[int, int]) -> Tensor:
+    """(B, N, C) patch values -> (B, C, h, w) on the patch grid."""
+    b, n, c = tokens.shape
+    if n != grid[0] * grid[1]:
+        raise ValueError(f"{n} tokens do not fill a {grid[0]}x{grid[1]} grid")
+    return tokens.transpose(1, 2).reshape(b, c, *grid)
+
+
+def upsample(maps: Tensor, size: int | tuple[int, int]) -> Tensor:
+    """(B, C, h, w) -> (B, C, H, W), bilinear (the papers' choice)."""
+    return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+
+
+def layer_maps(
+    per_layer: Sequence[Tensor], grid: tuple[int, int], size: int | tuple[int, int]
+) -> Tensor:
+    """Per-layer token probabilities [(B, N, C)] -> upsampled maps stacked (L, B, C, H, W)."""
+    return torch.stack([upsample(tokens_to_grid(p, grid), size) for p in per_layer])
+
+
+def gaussian_smooth(maps: Tensor, sigma: float) -> Tensor:
+    """Smooth (B, H, W) maps with a Gaussian of std `sigma` pixels (0 = identity)."""
+    if sigma <= 0:
+        return maps
+    radius = max(1, int(round(4 * sigma)))
+    x = torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    out = maps.unsqueeze(1)
+    out = F.conv2d(F.pad(out, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
+    out = F.conv2d(F.pad(out, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1))
+    return out.squeeze(1)

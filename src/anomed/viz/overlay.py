@@ -1,0 +1,160 @@
+"""Anomaly maps drawn over images: single overlays, ground-truth outlines and PNG grids."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from PIL import Image
+
+MASK_COLOUR = (0, 255, 0)  # ground-truth outline, RGB
+
+
+def _as_rgb(image: np.ndarray) -> np.ndarray:
+    """(H, W) or (H, W, 1 | 3) in [0, 1] -> (H, W, 3) float32."""
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim == 2:
+        image = image[..., None]
+    return np.clip(np.broadcast_to(image, (*image.shape[:2], 3)), 0, 1)
+
+
+def _resize(amap: np.ndarray, shape: tuple[int, int], nearest: bool = False) -> np.ndarray:
+    """Resize a 2-D map to (H, W); bilinear for scores, nearest for masks."""
+    if amap.shape == shape:
+        return amap
+    interp = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
+    return cv2.resize(amap, (shape[1], shape[0]), interpolation=interp)
+
+
+def heatmap_overlay(
+    image: np.ndarray,
+    amap: np.ndarray,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    alpha: float = 0.5,
+    cmap: str = "jet",
+) -> np.ndarray:
+    """Blend a colour-mapped anomaly map over an image; returns (H, W, 3) uint8 RGB.
+
+    `image` is (H, W, 3) (or (H, W)) in [0, 1]; `amap` (h, w) is resized to (H, W) bilinearly.
+    Scores are scaled by [vmin, vmax] (default: the map's own range) before colouring, so pass
+    common limits to make several overlays comparable."""
+    rgb = _as_rgb(image)
+    amap = _resize(np.asarray(amap, dtype=np.float32), rgb.shape[:2])
+    lo = float(np.min(amap)) if vmin is None else vmin
+    hi = float(np.max(amap)) if vmax is None else vmax
+    scaled = np.clip((amap - lo) / max(hi - lo, 1e-12), 0, 1)
+    colour = matplotlib.colormaps[cmap](scaled)[..., :3]  # (H, W, 3) in [0, 1]
+    blend = (1 - alpha) * rgb + alpha * colour
+    return np.round(blend * 255).astype(np.uint8)
+
+
+def mask_contour(
+    overlay: np.ndarray,
+    mask: np.ndarray,
+    colour: tuple[int, int, int] = MASK_COLOUR,
+    thickness: int | None = None,
+) -> np.ndarray:
+    """A copy of a uint8 (H, W, 3) overlay with the outline of `mask` drawn on it.
+
+    The mask is resized (nearest) to the overlay if the sizes differ; the line is 1 px up to
+    ~240 px images and thicker above, so it stays visible when the image is shown smaller."""
+    mask = _resize(np.asarray(mask).astype(np.uint8), overlay.shape[:2], nearest=True)
+    contours, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+    out = np.ascontiguousarray(overlay, dtype=np.uint8).copy()
+    if thickness is None:
+        thickness = max(1, round(min(out.shape[:2]) / 160))
+    cv2.drawContours(out, contours, -1, colour, thickness)
+    return out
+
+
+def save_overlay_png(
+    path: str | Path,
+    image: np.ndarray,
+    amap: np.ndarray,
+    vmin: float | None,
+    vmax: float | None,
+    mask: np.ndarray | None = None,
+    alpha: float = 0.5,
+) -> Path:
+    """Write one overlay (and the mask outline) as an RGB PNG at the image's resolution."""
+    out = heatmap_overlay(image, amap, vmin, vmax, alpha)
+    if mask is not None:
+        out = mask_contour(out, mask)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(out).save(path)
+    return path
+
+
+def common_limits(maps: Sequence[np.ndarray]) -> tuple[float, float]:
+    """The 1st and 99th percentiles of all maps together: one colour scale for a grid."""
+    values = np.concatenate([np.asarray(m, dtype=np.float32).ravel() for m in maps])
+    lo, hi = np.percentile(values, [1, 99])
+    return float(lo), float(max(hi, lo + 1e-12))
+
+
+def _cell_title(score: float | None, label: int | str | None) -> str:
+    parts = [] if score is None else [f"score {score:.3f}"]
+    if label is not None:
+        parts.append({0: "normal", 1: "abnormal"}.get(label, str(label)))
+    return " | ".join(parts)
+
+
+def _draw_cells(axes, images, maps, masks, scores, labels, limits, cmap) -> None:
+    """One overlay per axis, titled with its score and label; spare axes stay blank."""
+    for i, ax in enumerate(axes):
+        ax.set_axis_off()
+        if i >= len(images):
+            continue
+        cell = heatmap_overlay(images[i], maps[i], *limits, cmap=cmap)
+        if masks is not None and masks[i] is not None:
+            cell = mask_contour(cell, masks[i])
+        ax.imshow(cell)
+        score = None if scores is None else float(scores[i])
+        ax.set_title(_cell_title(score, None if labels is None else labels[i]), fontsize=9)
+
+
+def save_heatmap_grid(
+    path: str | Path,
+    images: Sequence[np.ndarray],
+    maps: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray | None] | None = None,
+    scores: Sequence[float] | None = None,
+    labels: Sequence[int | str] | None = None,
+    ncols: int = 4,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    cmap: str = "jet",
+) -> Path:
+    """Write a PNG grid of overlays titled with score and label, one colour scale for all.
+
+    vmin / vmax default to the 1st / 99th percentiles of all maps; the figure states the scale
+    and shows it as a colour bar. Ground-truth outlines are drawn in green."""
+    if len(images) != len(maps) or len(images) == 0:
+        raise ValueError(f"need one map per image and >= 1 image, got {len(images)}, {len(maps)}")
+    note = ""
+    if vmin is None or vmax is None:
+        auto = common_limits(maps)
+        vmin, vmax = (auto[0] if vmin is None else vmin), (auto[1] if vmax is None else vmax)
+        note = " (default: 1st-99th percentile of all maps)"
+    ncols = max(1, min(ncols, len(images)))
+    nrows = -(-len(images) // ncols)
+    fig = Figure(figsize=(2.6 * ncols + 0.8, 2.8 * nrows + 0.6), dpi=100)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    _draw_cells(axes, images, maps, masks, scores, labels, (vmin, vmax), cmap)
+    fig.colorbar(ScalarMappable(Normalize(vmin, vmax), cmap), ax=list(axes), fraction=0.03)
+    outline = "; green outline: ground truth" if masks is not None else ""
+    fig.suptitle(f"one colour scale for all cells: [{vmin:.3g}, {vmax:.3g}]{note}{outline}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path

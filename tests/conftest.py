@@ -1,0 +1,32 @@
+"""Shared fixtures: a tiny random-init backbone and a tiny phantom dataset, made once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from anomed.backbone import BackboneConfig, load_backbone
+from anomed.data.phantom import PhantomConfig, write_phantom_dataset
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mediclip"
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone():
+    return load_backbone(BackboneConfig(model="anomed-tiny", image_size=112))
+
+
+@pytest.fixture(scope="session")
+def phantom_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data") / "phantom"
+    cfg = PhantomConfig(n_train=12, n_test_normal=3, n_test_abnormal=3, image_size=96, seed=3)
+    write_phantom_dataset(root, cfg)
+    return root
+
+
+def shared_dataset(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not (path / "samples" / "test.json").is_file():
+        pytest.skip(f"shared data {path} not present")
+    return path

@@ -1,0 +1,62 @@
+import torch
+
+from anomed.prompts import PromptLearner, PromptSet, class_means
+
+
+def _learner(backbone, **kw):
+    words = (("normal", "healthy"), ("lesion", "disease", "abnormal finding"))
+    return PromptLearner(backbone, PromptSet(words, n_ctx=4, **kw))
+
+
+def test_class_features_are_unit_vectors(tiny_backbone):
+    feats = _learner(tiny_backbone)()
+    assert feats.shape == (2, tiny_backbone.embed_dim)
+    torch.testing.assert_close(feats.norm(dim=-1), torch.ones(2))
+
+
+def test_only_context_vectors_get_gradients(tiny_backbone):
+    learner = _learner(tiny_backbone)
+    learner().sum().backward()
+    assert [n for n, p in learner.named_parameters() if p.requires_grad] == ["ctx"]
+    assert learner.ctx.grad is not None and learner.ctx.grad.abs().sum() > 0
+    assert all(p.grad is None for p in tiny_backbone.parameters())
+    assert list(learner.state_dict()) == ["ctx"]
+
+
+def test_class_specific_contexts_are_independent(tiny_backbone):
+    learner = _learner(tiny_backbone)
+    learner()[0].sum().backward()  # the normal class only
+    assert learner.ctx.grad[0].abs().sum() > 0
+    assert learner.ctx.grad[1].abs().sum() == 0
+
+
+def test_context_is_spliced_at_placeholders(tiny_backbone):
+    for placement in ("end", "front", "middle"):
+        learner = _learner(tiny_backbone, placement=placement)
+        emb = learner.prompt_embeddings()
+        assert torch.equal(
+            emb[learner.is_ctx], learner.ctx[learner.group].reshape(-1, emb.shape[-1])
+        )
+        assert torch.equal(emb[~learner.is_ctx], learner.frozen[~learner.is_ctx])
+
+
+def test_render_places_the_word():
+    ps = PromptSet((("x",),), n_ctx=4, prefix="left lung", suffix="brain")
+    assert ps.render("normal") == "left lung X X X X normal brain."
+    assert PromptSet((), n_ctx=2, placement="front").render("ok") == "ok X X."
+    assert PromptSet((), n_ctx=2, placement="middle").render("ok") == "X ok X."
+
+
+def test_context_bias_gives_per_image_features(tiny_backbone):
+    learner = _learner(tiny_backbone)
+    bias = torch.randn(3, tiny_backbone.text_width)
+    feats = learner(bias)
+    assert feats.shape == (3, 2, tiny_backbone.embed_dim)
+    torch.testing.assert_close(learner(torch.zeros(1, tiny_backbone.text_width))[0], learner())
+
+
+def test_class_means_by_hand():
+    feats = torch.tensor([[2.0, 0.0], [0.0, 3.0], [0.0, -1.0]])
+    means = class_means(feats, torch.tensor([0, 0, 1]), 2)
+    s = 2**-0.5
+    torch.testing.assert_close(means, torch.tensor([[s, s], [0.0, -1.0]]))

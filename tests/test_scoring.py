@@ -1,0 +1,36 @@
+import torch
+
+from anomed.scoring import gaussian_smooth, layer_maps, patch_text_probs, tokens_to_grid
+
+
+def test_probs_sum_to_one_and_follow_cosine():
+    patches = torch.tensor([[[1.0, 0.0], [0.0, 2.0]]])  # (1, 2, 2)
+    text = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    probs = patch_text_probs(patches, text, temperature=0.5)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(1, 2))
+    expected = torch.tensor([1.0, 0.0]).div(0.5).softmax(0)
+    torch.testing.assert_close(probs[0, 0], expected)
+    torch.testing.assert_close(probs[0, 1], expected.flip(0))
+
+
+def test_per_image_text_features():
+    patches = torch.randn(3, 4, 8)
+    text = torch.randn(3, 2, 8)
+    probs = patch_text_probs(patches, text, 0.07)
+    torch.testing.assert_close(probs[1], patch_text_probs(patches[1:2], text[1], 0.07)[0])
+
+
+def test_grid_and_upsampling_shapes():
+    tokens = torch.arange(8.0).reshape(1, 4, 2)  # (B, N, C)
+    grid = tokens_to_grid(tokens, (2, 2))
+    assert grid.shape == (1, 2, 2, 2) and grid[0, 1, 0, 1] == 3.0
+    assert layer_maps([tokens, tokens], (2, 2), 8).shape == (2, 1, 2, 8, 8)
+
+
+def test_smoothing_keeps_constants_and_spreads_peaks():
+    flat = torch.full((1, 9, 9), 0.3)
+    torch.testing.assert_close(gaussian_smooth(flat, 1.5), flat)
+    peak = torch.zeros(1, 9, 9)
+    peak[0, 4, 4] = 1.0
+    out = gaussian_smooth(peak, 1.0)
+    assert out[0, 4, 4] < 1.0 and out[0, 4, 5] > 0 and abs(float(out.sum()) - 1.0) < 1e-3
