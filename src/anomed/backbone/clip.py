@@ -86,7 +86,8 @@ def _fetch_error(cfg: BackboneConfig, exc: Exception) -> AnomedError:
         f"{type(exc).__name__}: {str(exc)[:300]}. This machine may be offline. Fix: download the "
         "checkpoint where there is internet (e.g. `open_clip.create_model(...)` caches it under "
         "~/.cache/huggingface) and pass the file: "
-        "`--pretrained /path/to/open_clip_model.safetensors` (or .bin/.pt), or use `--model local-dir:/path` with a folder of config + weights."
+        "`--pretrained /path/to/open_clip_model.safetensors` (or .bin/.pt), "
+        "or use `--model local-dir:/path` with a folder of config + weights."
     )
 
 

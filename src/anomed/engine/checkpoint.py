@@ -125,5 +125,6 @@ def load_checkpoint(
     try:
         method.load_trainable_state_dict(state)
     except (ValueError, RuntimeError) as exc:
-        raise AnomedError(f"{directory / WEIGHTS}: does not fit the method in config.yaml: {exc}") from exc
+        problem = f"{directory / WEIGHTS}: does not fit the method in config.yaml: {exc}"
+        raise AnomedError(problem) from exc
     return method.to(device).eval(), info
