@@ -70,11 +70,15 @@ def main() -> None:
     for layer, feats in zip(layers, tapped_tokens(backbone, images, layers), strict=True):
         scores = torch.from_numpy(probe_layer(feats, patch_labels, train_idx, test_idx)).float()
         maps = F.interpolate(scores.reshape(-1, 1, *grid), size=size, mode="bilinear")[:, 0]
-        metrics = compute_metrics(labels[test_idx], maps.flatten(1).amax(1).numpy(),
-                                  masks[test_idx], maps.numpy())
+        metrics = compute_metrics(
+            labels[test_idx], maps.flatten(1).amax(1).numpy(), masks[test_idx], maps.numpy()
+        )
         rows[f"layer {layer}"] = {k: metrics[k] for k in ("image_auroc", "pixel_auroc")}
-        print(f"layer {layer}: image AUROC {metrics['image_auroc']:.3f}  "
-              f"pixel AUROC {metrics['pixel_auroc']:.3f}", flush=True)
+        print(
+            f"layer {layer}: image AUROC {metrics['image_auroc']:.3f}  "
+            f"pixel AUROC {metrics['pixel_auroc']:.3f}",
+            flush=True,
+        )
     print(json.dumps({"model": args.model, "probe": rows}))
 
 

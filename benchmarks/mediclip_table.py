@@ -36,9 +36,12 @@ def run_cell(root: Path, name: str, k: int, seed: int, args, out: Path) -> dict:
     start = time.perf_counter()
     train_run(cfg, progress=False, log=lambda _: None)
     result, _ = eval_run(cell, output_dir=cell / "eval", progress=False)
-    print(f"{name} k={k} seed={seed}: " + ", ".join(
-        f"{m} {result.metrics[m]:.3f}" for m in METRICS[name]
-    ) + f"  ({time.perf_counter() - start:.0f} s)", flush=True)
+    print(
+        f"{name} k={k} seed={seed}: "
+        + ", ".join(f"{m} {result.metrics[m]:.3f}" for m in METRICS[name])
+        + f"  ({time.perf_counter() - start:.0f} s)",
+        flush=True,
+    )
     return result.metrics
 
 
@@ -61,18 +64,28 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.output)
     weights = args.pretrained or "random-init backbone"
-    lines = [f"| dataset | metric | source | " + " | ".join(f"k={k}" for k in args.ks) + " |",
-             "|---|---|---|" + "---:|" * len(args.ks)]
+    lines = [
+        "| dataset | metric | source | " + " | ".join(f"k={k}" for k in args.ks) + " |",
+        "|---|---|---|" + "---:|" * len(args.ks),
+    ]
     for name in args.datasets:
-        cells = {k: [run_cell(Path(args.root), name, k, s, args, out) for s in args.seeds]
-                 for k in args.ks}
+        cells = {
+            k: [run_cell(Path(args.root), name, k, s, args, out) for s in args.seeds]
+            for k in args.ks
+        }
         for metric in METRICS[name]:
             paper = MEDICLIP["results"][name][metric]
-            lines.append(f"| {name} | {metric} | published ({MEDICLIP['backbone']}) | "
-                         + " | ".join(f"{paper[k]:.1f}" for k in args.ks) + " |")
-            lines.append(f"| {name} | {metric} | ours ({args.model}, {weights}, "
-                         f"{args.epochs} ep) | "
-                         + " | ".join(fmt([c[metric] for c in cells[k]]) for k in args.ks) + " |")
+            lines.append(
+                f"| {name} | {metric} | published ({MEDICLIP['backbone']}) | "
+                + " | ".join(f"{paper[k]:.1f}" for k in args.ks)
+                + " |"
+            )
+            lines.append(
+                f"| {name} | {metric} | ours ({args.model}, {weights}, "
+                f"{args.epochs} ep) | "
+                + " | ".join(fmt([c[metric] for c in cells[k]]) for k in args.ks)
+                + " |"
+            )
     table = "\n".join(lines)
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(table + f"\n\nSource: {MEDICLIP['citation']}\n")

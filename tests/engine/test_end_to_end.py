@@ -3,9 +3,9 @@
 import json
 
 import pytest
+from conftest import shared_dataset
 
 from anomed.cli import main
-from conftest import shared_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -29,8 +29,24 @@ def test_demo_writes_metrics_before_and_after(tmp_path, capsys):
 def test_train_and_eval_on_shared_data(name, pixel, tmp_path):
     root = shared_dataset(name)
     out = tmp_path / name
-    assert main(["-q", "train", "--data", str(root), "--k", "4", "--epochs", "1",
-                 "--output", str(out), "--eval"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "train",
+                "--data",
+                str(root),
+                "--k",
+                "4",
+                "--epochs",
+                "1",
+                "--output",
+                str(out),
+                "--eval",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads(next((out / "eval").glob("*/metrics.json")).read_text())
     assert 0.0 <= metrics["image_auroc"] <= 1.0
     assert (metrics["pixel_auroc"] is not None) == pixel  # brainmri has no masks: N/A

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from anomed.backbone import load_backbone
 from anomed.config import RunConfig, save_yaml
@@ -65,7 +66,7 @@ def _load_arrays(samples: list[Sample], size: int) -> tuple[list, list[int], lis
 
 
 def train_run(
-    cfg: RunConfig, progress: bool = True, log: Log = print, eval_before: bool = False
+    cfg: RunConfig, progress: bool = True, log: Log = tqdm.write, eval_before: bool = False
 ) -> TrainArtifacts:
     """Sample shots, train the method, calibrate on validation data and save a checkpoint."""
     out = Path(cfg.output_dir)
@@ -177,7 +178,10 @@ def eval_run(
 def describe_backbone(info: CheckpointInfo) -> str:
     bb = info.run.backbone
     weights = bb.pretrained or "random-init backbone"
-    return f"{info.run.method} / {bb.model} ({weights})"
+    label = f"{info.run.method} / {bb.model} ({weights})"
+    if info.fit.get("selected_by") == "test-leak":
+        label += " [epoch picked on the test set: leaks test labels]"
+    return label
 
 
 def write_eval_report(

@@ -55,7 +55,7 @@ def fit(
     device: torch.device,
     test_eval: Callable[[], EvalResult] | None = None,
     progress: bool = True,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = tqdm.write,
 ) -> FitResult:
     """Train `method` in place; keep the weights of the selected epoch."""
     if cfg.select not in SELECT_MODES:
