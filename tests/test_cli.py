@@ -159,9 +159,25 @@ def test_phantom_command_refuses_to_overwrite(tmp_path, capsys):
 
 def test_test_set_selection_is_labelled_as_leaking(phantom_root, tmp_path, capsys):
     out = tmp_path / "leak"
-    argv = ["-q", "train", "--data", str(phantom_root), "--k", "2", "--epochs", "1",
-            "--image-size", "112", "--select", "test-leak", "--output", str(out), "--eval",
-            "--set", "data.n_val=2"]
+    argv = [
+        "-q",
+        "train",
+        "--data",
+        str(phantom_root),
+        "--k",
+        "2",
+        "--epochs",
+        "1",
+        "--image-size",
+        "112",
+        "--select",
+        "test-leak",
+        "--output",
+        str(out),
+        "--eval",
+        "--set",
+        "data.n_val=2",
+    ]
     assert main(argv) == 0
     assert "leaks test labels" in capsys.readouterr().out
     metrics = json.loads(next((out / "eval").glob("*/metrics.json")).read_text())

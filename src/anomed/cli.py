@@ -21,6 +21,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k-abnormal", type=int, help="labelled abnormal shots (supervised methods)")
     p.add_argument("--seed", type=int, help="seeds the shot draw and training (default 0)")
     p.add_argument("--shots-file", help="reuse the shot list of an earlier run (shots.yaml)")
+    p.add_argument(
+        "--abnormal-from-test",
+        action="store_true",
+        default=None,
+        help="supervised methods on normal-only pools: move seeded abnormal test "
+        "images into the pool for shots and validation (they leave the test set)",
+    )
     p.add_argument("--model", help="open_clip model name, hf-hub:org/repo or local-dir:/path")
     p.add_argument("--pretrained", help="open_clip tag (e.g. openai) or a local checkpoint file")
     p.add_argument("--image-size", type=int, help="input size; positional embeddings interpolated")
@@ -51,6 +58,8 @@ _FLAG_KEYS = {
     "k": "data.k",
     "k_abnormal": "data.k_abnormal",
     "shots_file": "data.shots_file",
+    "abnormal_from_test": "data.carve_abnormal_from_test",
+    "train_data": "data.train_roots",
     "model": "backbone.model",
     "pretrained": "backbone.pretrained",
     "image_size": "backbone.image_size",
@@ -137,6 +146,12 @@ def cmd_predict(args: argparse.Namespace) -> None:
         print(line)
 
 
+def cmd_zeroshot(args: argparse.Namespace) -> None:
+    from anomed.engine.protocols import zero_shot_leave_one_out
+
+    zero_shot_leave_one_out(build_run_config(args), args.data, progress=not args.quiet)
+
+
 def cmd_phantom(args: argparse.Namespace) -> None:
     from anomed.data.phantom import PhantomConfig, write_phantom_dataset
 
@@ -178,6 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p)
     p.add_argument("--eval", action="store_true", help="evaluate on the test split afterwards")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "zeroshot",
+        help="leave-one-dataset-out: train on the others, test on "
+        "each dataset under --data (a folder of datasets)",
+    )
+    _add_run_options(p)
+    p.set_defaults(func=cmd_zeroshot)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint on a dataset's test split")
     p.add_argument("checkpoint", type=Path, help="folder written by `anomed train`")

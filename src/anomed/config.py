@@ -28,10 +28,12 @@ class DataConfig:
     root: str = ""  # dataset folder (generic folder layout or samples-JSON layout)
     layout: str = "auto"  # "auto", "folder", "samples-json"
     k: int = 16  # normal shots
-    k_abnormal: int = 0  # labelled abnormal shots (supervised methods)
+    k_abnormal: int | None = None  # labelled abnormal shots; None: k for supervised methods
     seed: int = 0  # seeds the shot draw; repeated runs use seeds 0, 1, 2
     n_val: int = 8  # validation images carved from the training pool (never from test)
     shots_file: str | None = None  # reuse a shot list written by an earlier run
+    carve_abnormal_from_test: bool = False  # normal-only pools: draw abnormal shots from test
+    train_roots: list[str] = field(default_factory=list)  # zero-shot: train on these instead
 
 
 @dataclass

@@ -21,3 +21,34 @@ MEDICLIP = {
 }
 
 PUBLISHED = {"mediclip": MEDICLIP}
+
+# MVFA (Huang et al., CVPR 2024), Tables 1-2: AUC % of anomaly classification (AC) and
+# segmentation (AS), ViT-L-14 (openai) at 240. As quoted in the "Paper" column of the public
+# reproducibility study github.com/Sabit-Ahmed/MVFA-AD (checked against it, not the PDF).
+MVFA = {
+    "citation": "Huang et al., Adapting Visual-Language Models for Generalizable Anomaly "
+    "Detection in Medical Images, CVPR 2024 (Tables 1-2)",
+    "backbone": "ViT-L-14 (openai) @240",
+    "results": {
+        "few-shot k=4": {
+            "histopathology": {"image_auroc": 82.71},
+            "chest": {"image_auroc": 81.95},
+            "retina_oct2017": {"image_auroc": 99.38},
+            "brain": {"image_auroc": 92.44, "pixel_auroc": 97.30},
+            "liver": {"image_auroc": 81.18, "pixel_auroc": 99.73},
+            "retina_resc": {"image_auroc": 96.18, "pixel_auroc": 98.97},
+        },
+        "zero-shot": {
+            "histopathology": {"image_auroc": 77.90},
+            "chest": {"image_auroc": 71.11},
+            "retina_oct2017": {"image_auroc": 95.40},
+            "brain": {"image_auroc": 78.63, "pixel_auroc": 90.27},
+            "liver": {"image_auroc": 76.24, "pixel_auroc": 97.85},
+            "retina_resc": {"image_auroc": 83.31, "pixel_auroc": 92.05},
+        },
+    },
+}
+
+# MLA-LP (Thanh-Luong, Vu, Ly): its tables were not available to this project (figures only in
+# images); the method is implemented, its published numbers are left out rather than guessed.
+PUBLISHED["mvfa"] = MVFA

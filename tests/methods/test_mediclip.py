@@ -1,6 +1,7 @@
 import numpy as np
 import torch
 
+from anomed.data.datasets import SupportSet
 from anomed.methods import METHODS, create_method
 
 
@@ -47,9 +48,10 @@ def test_train_dataset_synthesizes_anomalies_on_normal_shots(tiny_backbone):
     shots = [
         np.clip(rng.normal(0.5, 0.1, (112, 112, 3)), 0, 1).astype(np.float32) for _ in range(3)
     ]
-    ds = method.train_dataset(shots, [0, 0, 0], [None] * 3, seed=0)
+    support = SupportSet(shots, [0, 0, 0], [np.zeros((112, 112), bool)] * 3, [True] * 3)
+    ds = method.train_dataset([support], seed=0)
     item = ds[0]
     assert len(ds) == 3 and item["image"].shape == (3, 112, 112)
     assert item["mask"].sum() > 0 and item["label"] == 1
-    again = method.train_dataset(shots, [0, 0, 0], [None] * 3, seed=0)[0]
+    again = method.train_dataset([support], seed=0)[0]
     assert torch.equal(item["image"], again["image"])

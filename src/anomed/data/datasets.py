@@ -7,6 +7,7 @@ float in {0, 1}, label (int), index (int). Images are resized to the model's inp
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -135,11 +136,62 @@ def synthetic_validation_set(
 
 
 def collate(items: Sequence[dict]) -> dict:
-    """Stack a list of items into a batch dict of tensors."""
-    return {
-        "image": torch.stack([it["image"] for it in items]),
-        "mask": torch.stack([it["mask"] for it in items]),
-        "label": torch.tensor([it["label"] for it in items]),
-        "index": torch.tensor([it["index"] for it in items]),
-        "has_mask": torch.tensor([it["has_mask"] for it in items]),
-    }
+    """Stack a list of items into a batch dict: tensors stacked, numbers/bools as tensors."""
+    batch = {}
+    for key in items[0]:
+        values = [it[key] for it in items]
+        if torch.is_tensor(values[0]):
+            batch[key] = torch.stack(values)
+        elif isinstance(values[0], (bool, int, float)):
+            batch[key] = torch.tensor(values)
+        else:
+            batch[key] = values
+    return batch
+
+
+class ItemsDataset(Dataset):
+    """A fixed list of items (augmented support views, validation sets) as a Dataset."""
+
+    def __init__(self, items: Sequence[dict]) -> None:
+        self.items = list(items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.items[index]
+
+
+@dataclass
+class SupportSet:
+    """The k-shot images of one dataset at the model's input size, with labels and masks."""
+
+    images: list[np.ndarray]  # (S, S, 3) float32 in [0, 1]
+    labels: list[int]
+    masks: list[np.ndarray]  # (S, S) bool; all-zero where there is no mask
+    has_mask: list[bool]  # whether the mask is real ground truth (normals: always)
+    clsname: str = ""  # the dataset's class/organ name, e.g. "brain"
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def normals(self) -> list[np.ndarray]:
+        return [im for im, y in zip(self.images, self.labels, strict=True) if y == 0]
+
+    @property
+    def dataset_has_masks(self) -> bool:
+        """True when the abnormal images carry pixel masks (segmentation losses apply)."""
+        return any(h for h, y in zip(self.has_mask, self.labels, strict=True) if y == 1)
+
+
+def load_support(samples: Sequence[Sample], size: int, clsname: str = "") -> SupportSet:
+    """Read and resize support samples once."""
+    pairs = [load_sample(s, size) for s in samples]
+    return SupportSet(
+        images=[p[0] for p in pairs],
+        labels=[s.label for s in samples],
+        masks=[p[1] for p in pairs],
+        has_mask=[s.has_mask or s.label == 0 for s in samples],
+        clsname=clsname or (samples[0].clsname if samples else ""),
+    )

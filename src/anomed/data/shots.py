@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from anomed.data.sample import ABNORMAL, NORMAL, Sample
+from anomed.data.sample import ABNORMAL, NORMAL, DatasetSplits, Sample
 from anomed.errors import AnomedError
 
 _HEADER = (
@@ -139,3 +139,22 @@ def _resolve(name: str, root: Path, source: Path) -> Path:
             "Fix: pass the dataset root the shot list was written for."
         )
     return file
+
+
+def carve_abnormals(splits: DatasetSplits, n: int, seed: int) -> DatasetSplits:
+    """Move `n` seeded abnormal test images into the training pool (they leave the test set).
+
+    For supervised methods on datasets whose training pool is normal-only (the MediCLIP split):
+    labelled abnormal shots and validation abnormals must come from somewhere, and every image
+    moved is removed from the test set, so nothing is both trained on and tested on.
+    """
+    abnormals = sorted((s for s in splits.test if s.label == ABNORMAL), key=lambda s: str(s.image))
+    _check_enough(len(abnormals), n, "abnormal test", "k_abnormal + n_val")
+    order = np.random.default_rng([seed, 1]).permutation(len(abnormals))
+    moved = {abnormals[i].image for i in order[:n]}
+    return DatasetSplits(
+        name=splits.name,
+        root=splits.root,
+        train=[*splits.train, *(s for s in splits.test if s.image in moved)],
+        test=[s for s in splits.test if s.image not in moved],
+    )

@@ -43,6 +43,7 @@ class CheckpointInfo:
     run: RunConfig
     calibration: Calibration = field(default_factory=Calibration)
     shots: list[str] = field(default_factory=list)  # support images, relative to the data root
+    class_name: str = ""  # the dataset class/organ the detector was trained for
     backbone_fingerprint: float | None = None
     fit: dict[str, Any] = field(default_factory=dict)  # best epoch, selection mode, seconds
     anomed_version: str = __version__
@@ -118,6 +119,7 @@ def load_checkpoint(
                 "version?). Fix: retrain with this installation."
             )
     method = create_method(info.run.method, backbone, info.run.method_args)
+    method.class_name = info.class_name
     try:
         state = load_file(str(directory / WEIGHTS), device="cpu")
     except (SafetensorError, OSError) as exc:

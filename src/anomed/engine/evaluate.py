@@ -53,13 +53,35 @@ def run_batches(
         maps.append(amap.astype(np.float16))
         masks.append(batch["mask"].numpy() > 0.5)
         has.append(batch["has_mask"].numpy())
-    return EvalResult(
+    result = EvalResult(
         metrics=acc.compute(),
         labels=np.concatenate(labels),
         scores=np.concatenate(scores),
         maps=np.concatenate(maps),
         masks=np.concatenate(masks),
         has_mask=np.concatenate(has),
+    )
+    if getattr(method.cfg, "normalization", "val") == "paper":
+        result = paper_normalized(result)
+    return result
+
+
+def paper_normalized(result: EvalResult) -> EvalResult:
+    """The reference implementations' min-max over the whole test set (opt-in, see MVFA).
+
+    Each image's score then depends on every other test image, so it is reported only as a
+    way to compare with published tables, never used for decisions.
+    """
+
+    def minmax(x: np.ndarray) -> np.ndarray:
+        x = x.astype(np.float32)
+        return (x - x.min()) / max(float(x.max() - x.min()), 1e-12)
+
+    maps, scores = minmax(result.maps), minmax(result.scores)
+    acc = MetricAccumulator(map_dtype=np.float16)
+    acc.update(result.labels, scores, result.masks, maps, result.has_mask)
+    return EvalResult(
+        acc.compute(), result.labels, scores, maps.astype(np.float16), result.masks, result.has_mask
     )
 
 

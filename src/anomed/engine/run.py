@@ -14,10 +14,16 @@ from tqdm.auto import tqdm
 
 from anomed.backbone import load_backbone
 from anomed.config import RunConfig, save_yaml
-from anomed.data.datasets import SampleDataset, load_sample
+from anomed.data.datasets import SampleDataset, SupportSet, load_sample, load_support
 from anomed.data.layouts import load_dataset
-from anomed.data.sample import DatasetSplits, Sample
-from anomed.data.shots import ShotSplit, read_shot_list, sample_shots, write_shot_list
+from anomed.data.sample import DatasetSplits
+from anomed.data.shots import (
+    ShotSplit,
+    carve_abnormals,
+    read_shot_list,
+    sample_shots,
+    write_shot_list,
+)
 from anomed.engine.checkpoint import Calibration, CheckpointInfo, load_checkpoint, save_checkpoint
 from anomed.engine.device import resolve_device
 from anomed.engine.evaluate import (
@@ -28,7 +34,8 @@ from anomed.engine.evaluate import (
     map_range,
 )
 from anomed.engine.train import FitResult, fit
-from anomed.methods.base import AnomalyMethod, create_method
+from anomed.errors import AnomedError
+from anomed.methods.base import METHODS, AnomalyMethod, create_method
 from anomed.metrics import format_metrics_table
 from anomed.viz.overlay import save_heatmap_grid
 from anomed.viz.plots import save_roc_curve
@@ -48,21 +55,58 @@ class TrainArtifacts:
     before: EvalResult | None = None  # the untrained model on the test set, when asked
 
 
+def resolve_k_abnormal(cfg: RunConfig) -> int:
+    """Labelled abnormal shots: as given, else k for supervised methods and 0 otherwise."""
+    if cfg.data.k_abnormal is not None:
+        return cfg.data.k_abnormal
+    return 0 if METHODS.get(cfg.method).normal_only else cfg.data.k
+
+
 def _shot_split(cfg: RunConfig, splits: DatasetSplits) -> ShotSplit:
     if cfg.data.shots_file:
         return read_shot_list(cfg.data.shots_file, splits.root)
+    k_abnormal = resolve_k_abnormal(cfg)
+    n_abnormal = sum(s.label == 1 for s in splits.train)
+    if n_abnormal < k_abnormal:
+        raise AnomedError(
+            f"{splits.root}: {cfg.method} needs {k_abnormal} labelled abnormal shots but the "
+            f"training pool holds {n_abnormal} abnormal images. Fix: pass --abnormal-from-test "
+            "to move some abnormal test images into the pool (they leave the test set), or "
+            "--k-abnormal 0."
+        )
     return sample_shots(
-        splits.train,
-        k=cfg.data.k,
-        seed=cfg.data.seed,
-        n_val=cfg.data.n_val,
-        k_abnormal=cfg.data.k_abnormal,
+        splits.train, k=cfg.data.k, seed=cfg.data.seed, n_val=cfg.data.n_val, k_abnormal=k_abnormal
     )
 
 
-def _load_arrays(samples: list[Sample], size: int) -> tuple[list, list[int], list]:
-    pairs = [load_sample(s, size) for s in samples]
-    return [p[0] for p in pairs], [s.label for s in samples], [p[1] for p in pairs]
+def load_splits(cfg: RunConfig, log: Log) -> DatasetSplits:
+    """The target dataset, with abnormal test images moved into the pool when asked."""
+    splits = load_dataset(cfg.data.root, cfg.data.layout)
+    k_abnormal = resolve_k_abnormal(cfg)
+    if cfg.data.carve_abnormal_from_test and k_abnormal > 0:
+        n = k_abnormal + cfg.data.n_val
+        splits = carve_abnormals(splits, n, cfg.data.seed)
+        log(
+            f"moved {n} abnormal test images of {splits.name} into the training pool "
+            f"(k_abnormal={k_abnormal} shots + validation); they are not tested on"
+        )
+    return splits
+
+
+def _class_name(splits: DatasetSplits) -> str:
+    names = {s.clsname for s in splits.train + splits.test if s.clsname}
+    return names.pop() if len(names) == 1 else splits.name
+
+
+def _training_supports(cfg: RunConfig, split: ShotSplit, size: int) -> list[SupportSet]:
+    """Few-shot: the target's shots. Zero-shot: every pool image of the other datasets."""
+    if not cfg.data.train_roots:
+        return [load_support(split.shots, size)]
+    supports = []
+    for root in cfg.data.train_roots:
+        other = load_dataset(root, "auto")
+        supports.append(load_support(other.train, size, _class_name(other)))
+    return supports
 
 
 def train_run(
@@ -70,20 +114,25 @@ def train_run(
 ) -> TrainArtifacts:
     """Sample shots, train the method, calibrate on validation data and save a checkpoint."""
     out = Path(cfg.output_dir)
-    splits = load_dataset(cfg.data.root, cfg.data.layout)
+    splits = load_splits(cfg, log)
     split = _shot_split(cfg, splits)
+    if cfg.data.train_roots:  # zero-shot: no target shots; validation still from its pool
+        split = ShotSplit(shots=[], val=split.shots + split.val, seed=split.seed, k=0)
     device = resolve_device(cfg.train.device)
     backbone = load_backbone(cfg.backbone, device)
     torch.manual_seed(cfg.train.seed)
     method = create_method(cfg.method, backbone, cfg.method_args).to(device)
+    method.class_name = _class_name(splits)
     size = backbone.image_size
+    supports = _training_supports(cfg, split, size)
+    method.support = None if cfg.data.train_roots else supports[0]
     log(
-        f"{cfg.method} on {splits.name}: k={len(split.shots)} shots, {len(split.val)} validation, "
+        f"{cfg.method} on {splits.name}: {_describe(cfg, supports, split)}, "
         f"{len(splits.test)} test images; backbone {cfg.backbone.model} "
         f"({cfg.backbone.pretrained or 'random-init'}) at {size}px on {device}"
     )
-    train_set = method.train_dataset(*_load_arrays(split.shots, size), seed=cfg.train.seed)
-    val_items = method.validation_items(*_load_arrays(split.val, size), seed=cfg.train.seed)
+    train_set = method.train_dataset(supports, seed=cfg.train.seed)
+    val_items = method.validation_items(load_support(split.val, size), seed=cfg.train.seed)
     epochs = cfg.train.epochs or method.cfg.epochs
     batch = cfg.train.batch_size or method.cfg.batch_size
     test_set = SampleDataset(splits.test, size)
@@ -93,6 +142,8 @@ def train_run(
             method, test_set, batch, device, cfg.train.amp, cfg.train.num_workers
         )
 
+    if eval_before:
+        method.prepare()
     before = test_eval() if eval_before else None
     result = fit(
         method,
@@ -112,6 +163,7 @@ def train_run(
             method, val_items, batch, device, cfg.train.target_fpr, cfg.train.amp
         ),
         shots=[str(s.image.relative_to(splits.root)) for s in split.shots],
+        class_name=method.class_name,
         fit={
             "epochs": epochs,
             "best_epoch": result.best_epoch,
@@ -124,6 +176,16 @@ def train_run(
     save_checkpoint(out, method, info)
     (out / "history.json").write_text(json.dumps(result.history, indent=1))
     return TrainArtifacts(method, info, splits, result, out, before)
+
+
+def _describe(cfg: RunConfig, supports: list[SupportSet], split: ShotSplit) -> str:
+    if cfg.data.train_roots:
+        names = ", ".join(f"{s.clsname} ({len(s)})" for s in supports)
+        return f"zero-shot, trained on {names}, {len(split.val)} validation"
+    n_abn = sum(supports[0].labels)
+    return (
+        f"k={len(supports[0]) - n_abn} normal + {n_abn} abnormal shots, {len(split.val)} validation"
+    )
 
 
 def calibrate(
@@ -158,6 +220,8 @@ def eval_run(
     root = data_root or info.run.data.root
     splits = load_dataset(root, info.run.data.layout if data_root is None else "auto")
     out = Path(output_dir or Path(checkpoint) / "eval" / splits.name)
+    if data_root is not None:  # another dataset: its own class/organ word
+        method.class_name = _class_name(splits)
     dataset = SampleDataset(splits.test, method.backbone.image_size)
     batch = batch_size or info.run.train.batch_size or method.cfg.batch_size
     start = time.perf_counter()

@@ -62,6 +62,13 @@ def fit(
         raise AnomedError(f"--select {cfg.select!r}: choose one of {SELECT_MODES}")
     if cfg.select == "test-leak" and test_eval is None:
         raise AnomedError("--select test-leak needs a test set to peek at")
+    select = cfg.select
+    if select == "val" and not val_items:
+        log(
+            "no validation images left in the training pool (k uses them all): keeping the "
+            "last epoch instead of selecting on validation"
+        )
+        select = "last"
     generator = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(
         train_set,
@@ -72,7 +79,7 @@ def fit(
         num_workers=cfg.num_workers,
     )
     optimizer = method.configure_optimizer()
-    result = FitResult(epochs=epochs, best_epoch=epochs, selected_by=cfg.select)
+    result = FitResult(epochs=epochs, best_epoch=epochs, selected_by=select)
     best_score, best_state = float("-inf"), None
     bar = tqdm(range(1, epochs + 1), desc=f"train {method.name}", disable=not progress, unit="ep")
     for epoch in bar:
@@ -87,14 +94,15 @@ def fit(
             optimizer.step()
             losses.append(float(loss.detach()))
         row = {"epoch": epoch, "loss": sum(losses) / max(1, len(losses))}
-        if cfg.select != "last" and (epoch % cfg.val_every == 0 or epoch == epochs):
-            peek = test_eval() if cfg.select == "test-leak" else None
+        if select != "last" and (epoch % cfg.val_every == 0 or epoch == epochs):
+            method.prepare()
+            peek = test_eval() if select == "test-leak" else None
             metrics = (
                 peek.metrics
                 if peek
                 else evaluate_items(method, val_items, batch_size, device, cfg.amp).metrics
             )
-            row.update({f"{cfg.select}_{k}": v for k, v in metrics.items() if v is not None})
+            row.update({f"{select}_{k}": v for k, v in metrics.items() if v is not None})
             score = selection_score(metrics)
             if score > best_score:
                 best_score, result.best_epoch = score, epoch
@@ -105,6 +113,7 @@ def fit(
             log(_format_row(row))
     if best_state is not None:
         method.load_trainable_state_dict(best_state)
+    method.prepare()
     result.seconds = bar.format_dict.get("elapsed", 0.0)
     return result
 

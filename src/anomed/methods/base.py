@@ -6,13 +6,13 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any, ClassVar, NamedTuple
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from anomed.backbone import FrozenCLIP
 from anomed.config import from_dict
+from anomed.data.datasets import SupportSet
 from anomed.registry import Registry
 
 METHODS: Registry[type[AnomalyMethod]] = Registry("method")
@@ -49,27 +49,27 @@ class AnomalyMethod(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.cfg = cfg
+        self.class_name = ""  # the target dataset's class/organ name (prompts may use it)
+        self.support: SupportSet | None = None  # the few-shot support set, if any
 
     # ---- data ---------------------------------------------------------------------------
-    def train_dataset(
-        self,
-        shots: Sequence[np.ndarray],
-        labels: Sequence[int],
-        masks: Sequence[np.ndarray],
-        seed: int,
-    ) -> Dataset:
-        """The training set built from the support images (already at the input size)."""
+    def train_dataset(self, supports: Sequence[SupportSet], seed: int) -> Dataset:
+        """The training set built from one support set per training dataset.
+
+        Few-shot runs pass one; the zero-shot protocol passes the other datasets' sets.
+        Items carry "dataset" (index into `supports`) when a method needs it.
+        """
         raise NotImplementedError
 
-    def validation_items(
-        self,
-        images: Sequence[np.ndarray],
-        labels: Sequence[int],
-        masks: Sequence[np.ndarray],
-        seed: int,
-    ) -> list[dict]:
+    def validation_items(self, support: SupportSet, seed: int) -> list[dict]:
         """Fixed validation items (see data.datasets) used to select the epoch and calibrate."""
         raise NotImplementedError
+
+    def prepare(self) -> None:
+        """Refresh what depends on the trained weights and `self.support` (memory banks).
+
+        Called before each validation pass and after training; a no-op for most methods.
+        """
 
     # ---- training -----------------------------------------------------------------------
     def training_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -11,13 +11,14 @@ The paper divides cosines by tau = 0.07; the reference code drops tau, leaving p
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from anomed.adapters import LinearAdapters
-from anomed.data.datasets import SynthesisDataset, synthetic_validation_set
+from anomed.data.datasets import SupportSet, SynthesisDataset, synthetic_validation_set
 from anomed.losses import dice_loss, focal_loss
 from anomed.methods.base import METHODS, AnomalyMethod, AnomalyOutput, MethodConfig
 from anomed.prompts import MEDICLIP_ABNORMAL, MEDICLIP_NORMAL, PromptLearner, PromptSet
@@ -60,13 +61,12 @@ class MediCLIP(AnomalyMethod):
             tasks=tuple(cfg.tasks), identity_prob=cfg.identity_prob
         )
 
-    def train_dataset(self, shots, labels, masks, seed: int) -> SynthesisDataset:
-        normals = [im for im, y in zip(shots, labels, strict=True) if y == 0]
+    def train_dataset(self, supports: Sequence[SupportSet], seed: int) -> SynthesisDataset:
+        normals = [im for support in supports for im in support.normals]
         return SynthesisDataset(normals, self.synthesizer, len(normals) * self.cfg.repeats, seed)
 
-    def validation_items(self, images, labels, masks, seed: int) -> list[dict]:
-        normals = [im for im, y in zip(images, labels, strict=True) if y == 0]
-        return synthetic_validation_set(normals, self.synthesizer, seed)
+    def validation_items(self, support: SupportSet, seed: int) -> list[dict]:
+        return synthetic_validation_set(support.normals, self.synthesizer, seed)
 
     def configure_optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.trainable_parameters(), lr=self.cfg.lr, betas=self.cfg.betas)
