@@ -152,6 +152,28 @@ def cmd_zeroshot(args: argparse.Namespace) -> None:
     zero_shot_leave_one_out(build_run_config(args), args.data, progress=not args.quiet)
 
 
+def cmd_bench_speed(args: argparse.Namespace) -> None:
+    from anomed.backbone import BackboneConfig
+    from anomed.engine.speed import SpeedConfig, run_speed
+
+    cfg = SpeedConfig(
+        method=args.method,
+        backbone=BackboneConfig(
+            model=args.model, pretrained=args.pretrained, image_size=args.image_size
+        ),
+        device=args.device,
+        batch_sizes=tuple(args.batch_sizes),
+        precisions=tuple(args.precisions),
+        iters=args.iters,
+        k=args.k,
+        epochs=args.epochs,
+        adapt=not args.no_adapt,
+    )
+    report = run_speed(cfg, args.output)
+    print(report["summary"])
+    print(f"full report: {args.output}")
+
+
 def cmd_phantom(args: argparse.Namespace) -> None:
     from anomed.data.phantom import PhantomConfig, write_phantom_dataset
 
@@ -219,6 +241,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="auto, cpu, cuda")
     p.add_argument("--batch-size", type=int, default=16)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("bench", help="benchmarks")
+    bench_sub = p.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
+    p = bench_sub.add_parser("speed", help="throughput, latency, adaptation time, peak memory")
+    p.add_argument("--method", default="mediclip")
+    p.add_argument("--model", default="anomed-tiny")
+    p.add_argument("--pretrained")
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32, 128])
+    p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    p.add_argument("--iters", type=int, default=5, help="timed iterations per setting")
+    p.add_argument("--k", type=int, default=16, help="shots for the adaptation timing")
+    p.add_argument("--epochs", type=int, help="adaptation epochs (default: the method's)")
+    p.add_argument("--no-adapt", action="store_true", help="skip the adaptation timing")
+    p.add_argument("--output", "-o", default="runs/bench/speed.json")
+    p.set_defaults(func=cmd_bench_speed)
 
     p = sub.add_parser("data", help="dataset tools")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="TOOL")
