@@ -190,6 +190,21 @@ def cmd_phantom(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_phantom_bmad(args: argparse.Namespace) -> None:
+    from anomed.data.phantom_organs import write_bmad_phantoms
+
+    folders = write_bmad_phantoms(
+        args.output,
+        organs=tuple(args.organs),
+        n_valid=(args.n_valid, args.n_valid),
+        n_test=(args.n_test, args.n_test),
+        size=args.size,
+        seed=args.seed,
+        overwrite=args.overwrite,
+    )
+    print(f"wrote {', '.join(f.name for f in folders)} (BMAD layout) to {args.output}")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from anomed.engine.demo import run_demo
 
@@ -270,6 +285,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=256, help="image side in pixels")
     p.add_argument("--overwrite", action="store_true", help="replace an existing folder")
     p.set_defaults(func=cmd_phantom)
+
+    p = data_sub.add_parser(
+        "phantom-bmad", help="write multi-organ phantom datasets in the BMAD/MVFA layout"
+    )
+    p.add_argument("--output", "-o", default="data/bmad_phantoms", help="parent folder to create")
+    p.add_argument(
+        "--organs",
+        nargs="+",
+        default=["brain", "liver", "retina"],
+        choices=["brain", "liver", "retina", "chest"],
+    )
+    p.add_argument("--n-valid", type=int, default=16, help="good and Ungood images in valid/")
+    p.add_argument("--n-test", type=int, default=20, help="good and Ungood images in test/")
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_phantom_bmad)
 
     p = sub.add_parser("demo", help="phantoms -> train MediCLIP (tiny backbone) -> evaluate")
     p.add_argument("--output", "-o", default="runs/demo")

@@ -52,3 +52,18 @@ MVFA = {
 # MLA-LP (Thanh-Luong, Vu, Ly): its tables were not available to this project (figures only in
 # images); the method is implemented, its published numbers are left out rather than guessed.
 PUBLISHED["mvfa"] = MVFA
+
+
+def published_metrics(method: str, protocol: str, class_name: str) -> dict[str, float] | None:
+    """A method's published figures (as fractions) for a protocol and dataset class, if any.
+
+    `protocol` is e.g. "zero-shot" or "few-shot k=4"; `class_name` e.g. "brain", "liver".
+    """
+    table = PUBLISHED.get(method, {}).get("results", {}).get(protocol, {})
+    row = table.get(class_name.lower())
+    return None if row is None else {k: v / 100.0 for k, v in row.items()}
+
+
+def published_label(method: str, protocol: str, class_name: str) -> str:
+    ref = PUBLISHED[method]
+    return f"{class_name}: published {method} ({protocol}, {ref['backbone']})"

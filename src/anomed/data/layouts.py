@@ -28,6 +28,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from anomed.data.bmad import is_bmad_dataset, read_bmad
 from anomed.data.io import is_image_file
 from anomed.data.sample import ABNORMAL, NORMAL, DatasetSplits, Sample
 from anomed.errors import AnomedError
@@ -35,6 +36,7 @@ from anomed.registry import Registry
 
 LayoutReader = Callable[[Path], DatasetSplits]
 LAYOUTS: Registry[LayoutReader] = Registry("dataset layout")
+LAYOUTS.register("bmad")(read_bmad)
 
 _SPLITS = ("train", "test")
 _LABEL_WORDS = frozenset({"normal", "good", "healthy", "abnormal", "anomaly", "anomalous"})
@@ -51,10 +53,13 @@ def load_dataset(root: str | Path, layout: str = "auto") -> DatasetSplits:
 
 
 def detect_layout(root: Path) -> str:
-    """samples-json if `<root>/samples/test.json` exists, else folder if `<root>/test` exists."""
+    """samples-json if `<root>/samples/test.json` exists, bmad if valid/good and test/good exist,
+    else folder if `<root>/test` exists."""
     json_marker, folder_marker = root / "samples" / "test.json", root / "test"
     if json_marker.is_file():
         return "samples-json"
+    if is_bmad_dataset(root):
+        return "bmad"
     if folder_marker.is_dir():
         return "folder"
     raise AnomedError(

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import math
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -25,6 +27,7 @@ from PIL import Image
 from anomed.data.sample import ABNORMAL, NORMAL, DatasetSplits, Sample
 from anomed.errors import AnomedError
 
+T = TypeVar("T")
 LESION_KINDS = ("tumour", "cyst", "mass")
 _MODES = np.arange(2, 6, dtype=np.float32)  # outline wobble harmonics (k = 2..5)
 # kind: (outline irregularity, smallest minor/major axis ratio)
@@ -444,6 +447,14 @@ def write_phantom_dataset(
     cfg = cfg or PhantomConfig()
     _check_config(cfg)
     root = Path(root).absolute()
+    return write_atomically(root, overwrite, lambda tmp: _write_all(tmp, root, cfg))
+
+
+def write_atomically(root: Path, overwrite: bool, writer: Callable[[Path], T]) -> T:
+    """Run `writer(tmp)` on a hidden sibling folder, then rename it to `root`.
+
+    A non-empty `root` is refused unless `overwrite`; on any error (Ctrl-C included) the
+    temporary folder is removed and `root` is left as it was."""
     if root.exists() and not root.is_dir():
         raise AnomedError(f"{root}: exists and is not a folder. Fix: choose another path.")
     if root.is_dir() and any(root.iterdir()) and not overwrite:
@@ -455,7 +466,7 @@ def write_phantom_dataset(
     tmp = root.with_name(f".{root.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        splits = _write_all(tmp, root, cfg)
+        result = writer(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -465,4 +476,4 @@ def write_phantom_dataset(
         root.rename(old)
     tmp.rename(root)
     shutil.rmtree(old, ignore_errors=True)
-    return splits
+    return result

@@ -37,6 +37,7 @@ from anomed.engine.train import FitResult, fit
 from anomed.errors import AnomedError
 from anomed.methods.base import METHODS, AnomalyMethod, create_method
 from anomed.metrics import format_metrics_table
+from anomed.published import published_label, published_metrics
 from anomed.viz.overlay import save_heatmap_grid
 from anomed.viz.plots import save_roc_curve
 
@@ -217,8 +218,10 @@ def eval_run(
     """Evaluate a checkpoint on a dataset's test split (default: the dataset it was trained on)."""
     dev = resolve_device(device)
     method, info = load_checkpoint(checkpoint, dev)
-    root = data_root or info.run.data.root
-    splits = load_dataset(root, info.run.data.layout if data_root is None else "auto")
+    if data_root is None:  # the training dataset: the same images held out of test as in training
+        splits = load_splits(info.run, log=lambda _: None)
+    else:
+        splits = load_dataset(data_root, "auto")
     out = Path(output_dir or Path(checkpoint) / "eval" / splits.name)
     if data_root is not None:  # another dataset: its own class/organ word
         method.class_name = _class_name(splits)
@@ -275,7 +278,12 @@ def write_eval_report(
         "selected_by": info.fit.get("selected_by"),
     }
     (out / "metrics.json").write_text(json.dumps(payload, indent=1))
-    (out / "metrics.md").write_text(format_metrics_table({label: result.metrics}) + "\n")
+    rows = {label: result.metrics}
+    protocol = f"few-shot k={info.run.data.k}"
+    paper = published_metrics(info.run.method, protocol, info.class_name)
+    if paper is not None and not info.run.data.train_roots:
+        rows[published_label(info.run.method, protocol, info.class_name)] = paper
+    (out / "metrics.md").write_text(format_metrics_table(rows) + "\n")
     rows = ["file,label,score,decision"]
     for s, y, score, d in zip(splits.test, result.labels, result.scores, decisions, strict=True):
         rows.append(f"{s.image.relative_to(splits.root)},{y},{score:.6f},{int(d)}")

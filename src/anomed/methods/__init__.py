@@ -9,6 +9,8 @@ from anomed.methods.base import (
     method_config_dict,
 )
 from anomed.methods.mediclip import MediCLIP, MediCLIPConfig
+from anomed.methods.mlalp import MLALP, MLALPConfig
+from anomed.methods.mvfa import MVFA, MVFAConfig
 
 __all__ = [
     "METHODS",

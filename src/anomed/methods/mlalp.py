@@ -1,0 +1,58 @@
+"""MLA-LP: MVFA's multi-level residual adapters with learnable prompts instead of the ensemble.
+
+Prompts `[V1]...[VM][CLS]` with medical class words, averaged per class; prompts learn at 1e-3 and
+adapters at 1e-4; the segmentation loss adds dice(normal channel, 1 - mask).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from anomed.losses import dice_loss
+from anomed.methods.base import METHODS
+from anomed.methods.mvfa import MVFA, MVFAConfig
+from anomed.prompts import PromptLearner, PromptSet
+
+MLALP_NORMAL = ("healthy", "normal", "asymptomatic", "unremarkable", "no findings")
+MLALP_ABNORMAL = ("disease", "pathological", "abnormal", "lesion", "symptomatic")
+
+
+@dataclass
+class MLALPConfig(MVFAConfig):
+    lr: float = 1e-3  # prompts
+    adapter_lr: float = 1e-4
+    n_ctx: int = 8
+    normal_words: tuple[str, ...] = MLALP_NORMAL
+    abnormal_words: tuple[str, ...] = MLALP_ABNORMAL
+
+
+@METHODS.register("mlalp")
+class MLALP(MVFA):
+    """MLA-LP: MVFA's residual adapters + learnable class prompts (labelled shots)."""
+
+    name = "mlalp"
+    config_class = MLALPConfig
+
+    def __init__(self, backbone, cfg: MLALPConfig) -> None:
+        super().__init__(backbone, cfg)
+        words = (tuple(cfg.normal_words), tuple(cfg.abnormal_words))
+        self.prompts = PromptLearner(backbone, PromptSet(words, n_ctx=cfg.n_ctx))
+
+    def class_text(self, class_name: str) -> Tensor:
+        return self.prompts()  # (2, D); learnt, so never cached
+
+    def batch_text(self, dataset_ids: Tensor | None, batch: int) -> Tensor:
+        return self.prompts().expand(batch, -1, -1)
+
+    def configure_optimizer(self) -> torch.optim.Optimizer:
+        groups = [
+            {"params": list(self.prompts.parameters()), "lr": self.cfg.lr},
+            {"params": list(self.adapters.parameters()), "lr": self.cfg.adapter_lr},
+        ]
+        return torch.optim.Adam(groups, betas=self.cfg.betas)
+
+    def seg_loss(self, probs: Tensor, mask: Tensor) -> Tensor:
+        return super().seg_loss(probs, mask) + dice_loss(probs[:, 0], 1 - mask)

@@ -1,0 +1,104 @@
+"""MVFA / MLA-LP from the CLI on tiny BMAD phantoms: few-shot, zero-shot, shared-data carving."""
+
+import json
+
+import pytest
+
+from anomed.cli import main
+from anomed.data.phantom_organs import write_bmad_phantoms
+
+FAST = ["--image-size", "112", "--epochs", "1", "--set", "data.n_val=2"]
+
+
+@pytest.fixture(scope="module")
+def bmad_root(tmp_path_factory):
+    parent = tmp_path_factory.mktemp("bmad") / "phantoms"
+    write_bmad_phantoms(parent, n_valid=(4, 4), n_test=(3, 3), size=64, seed=2)
+    return parent
+
+
+@pytest.mark.parametrize("method", ["mvfa", "mlalp"])
+def test_few_shot_train_and_eval(method, bmad_root, tmp_path, capsys):
+    out = tmp_path / method
+    argv = [
+        "-q",
+        "train",
+        "--method",
+        method,
+        "--data",
+        str(bmad_root / "Liver_AD"),
+        "--k",
+        "2",
+        "-o",
+        str(out),
+        "--eval",
+        *FAST,
+    ]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "k=2 normal + 2 abnormal shots" in printed
+    metrics = json.loads((out / "eval" / "Liver_AD" / "metrics.json").read_text())
+    assert 0 <= metrics["pixel_auroc"] <= 1 and 0 <= metrics["image_auroc"] <= 1
+
+
+def test_zero_shot_leave_one_out(bmad_root, tmp_path, capsys):
+    out = tmp_path / "zs"
+    assert (
+        main(
+            ["-q", "zeroshot", "--method", "mvfa", "--data", str(bmad_root), "-o", str(out), *FAST]
+        )
+        == 0
+    )
+    rows = json.loads((out / "zero_shot.json").read_text())
+    assert sorted(rows) == ["Brain_AD", "Liver_AD", "Retina_RESC_AD"]
+    cfg = (out / "Liver_AD" / "config.yaml").read_text()
+    assert "Brain_AD" in cfg and "Retina_RESC_AD" in cfg and "lr: 0.0001" in cfg
+    assert "shots: []" in cfg  # nothing of the held-out dataset is trained on
+    assert "published" in capsys.readouterr().out
+
+
+def test_supervised_method_on_normal_only_pool_explains(phantom_root, tmp_path, capsys):
+    assert (
+        main(
+            [
+                "train",
+                "--method",
+                "mvfa",
+                "--data",
+                str(phantom_root),
+                "--k",
+                "2",
+                "-o",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
+    assert "--abnormal-from-test" in capsys.readouterr().err
+
+
+def test_abnormal_shots_carved_from_test(phantom_root, tmp_path, capsys):
+    out = tmp_path / "carve"
+    assert (
+        main(
+            [
+                "-q",
+                "train",
+                "--method",
+                "mvfa",
+                "--data",
+                str(phantom_root),
+                "--k",
+                "1",
+                "--abnormal-from-test",
+                "-o",
+                str(out),
+                "--eval",
+                *FAST,
+            ]
+        )
+        == 0
+    )
+    assert "moved 3 abnormal test images" in capsys.readouterr().out
+    metrics = json.loads(next((out / "eval").glob("*/metrics.json")).read_text())
+    assert metrics["n_test"] == 3  # 6 test images minus the 3 moved
