@@ -102,3 +102,35 @@ def test_abnormal_shots_carved_from_test(phantom_root, tmp_path, capsys):
     assert "moved 3 abnormal test images" in capsys.readouterr().out
     metrics = json.loads(next((out / "eval").glob("*/metrics.json")).read_text())
     assert metrics["n_test"] == 3  # 6 test images minus the 3 moved
+
+
+def test_mvfa_support_file_picks_the_shots(bmad_root, tmp_path):
+    from anomed.data.bmad import write_mvfa_shot_file
+
+    root = bmad_root / "Brain_AD"
+    normal = sorted((root / "valid" / "good" / "img").iterdir())[:2]
+    abnormal = sorted((root / "valid" / "Ungood" / "img").iterdir())[1:3]
+    shots = write_mvfa_shot_file(tmp_path / "4-shot.txt", normal, abnormal, root)
+    out = tmp_path / "run"
+    assert (
+        main(
+            [
+                "-q",
+                "train",
+                "--method",
+                "mvfa",
+                "--data",
+                str(root),
+                "--shots-file",
+                str(shots),
+                "-o",
+                str(out),
+                *FAST,
+            ]
+        )
+        == 0
+    )
+    import yaml
+
+    used = [s["image"] for s in yaml.safe_load((out / "shots.yaml").read_text())["shots"]]
+    assert used == [str(p.relative_to(root)) for p in normal + abnormal]

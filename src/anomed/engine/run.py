@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from anomed.backbone import load_backbone
 from anomed.config import RunConfig, save_yaml
+from anomed.data.bmad import read_mvfa_shot_file
 from anomed.data.datasets import SampleDataset, SupportSet, load_sample, load_support
 from anomed.data.layouts import load_dataset
 from anomed.data.sample import DatasetSplits
@@ -64,6 +65,8 @@ def resolve_k_abnormal(cfg: RunConfig) -> int:
 
 
 def _shot_split(cfg: RunConfig, splits: DatasetSplits) -> ShotSplit:
+    if cfg.data.shots_file and Path(cfg.data.shots_file).suffix == ".txt":
+        return _mvfa_shot_split(cfg, splits)
     if cfg.data.shots_file:
         return read_shot_list(cfg.data.shots_file, splits.root)
     k_abnormal = resolve_k_abnormal(cfg)
@@ -78,6 +81,20 @@ def _shot_split(cfg: RunConfig, splits: DatasetSplits) -> ShotSplit:
     return sample_shots(
         splits.train, k=cfg.data.k, seed=cfg.data.seed, n_val=cfg.data.n_val, k_abnormal=k_abnormal
     )
+
+
+def _mvfa_shot_split(cfg: RunConfig, splits: DatasetSplits) -> ShotSplit:
+    """Shots from an MVFA support file (repetition = seed); validation from the rest."""
+    normal, abnormal = read_mvfa_shot_file(cfg.data.shots_file, splits.root, cfg.data.seed)
+    by_path = {s.image: s for s in splits.train}
+    missing = [p for p in normal + abnormal if p not in by_path]
+    if missing:
+        raise AnomedError(f"{cfg.data.shots_file}: {missing[0]} is not in the training pool")
+    shots = [by_path[p] for p in normal + abnormal]
+    rest = sample_shots(
+        [s for s in splits.train if s not in shots], k=0, seed=cfg.data.seed, n_val=cfg.data.n_val
+    )
+    return ShotSplit(shots=shots, val=rest.val, seed=cfg.data.seed, k=len(normal))
 
 
 def load_splits(cfg: RunConfig, log: Log) -> DatasetSplits:
