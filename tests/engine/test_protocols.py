@@ -17,7 +17,7 @@ def bmad_root(tmp_path_factory):
     return parent
 
 
-@pytest.mark.parametrize("method", ["mvfa", "mlalp"])
+@pytest.mark.parametrize("method", ["mvfa", "mlalp", "madclip"])
 def test_few_shot_train_and_eval(method, bmad_root, tmp_path, capsys):
     out = tmp_path / method
     argv = [
@@ -134,3 +134,32 @@ def test_mvfa_support_file_picks_the_shots(bmad_root, tmp_path):
 
     used = [s["image"] for s in yaml.safe_load((out / "shots.yaml").read_text())["shots"]]
     assert used == [str(p.relative_to(root)) for p in normal + abnormal]
+
+
+def test_cross_dataset_evaluation(bmad_root, tmp_path):
+    out = tmp_path / "mad"
+    assert (
+        main(
+            [
+                "-q",
+                "train",
+                "--method",
+                "madclip",
+                "--data",
+                str(bmad_root / "Brain_AD"),
+                "--k",
+                "2",
+                "-o",
+                str(out),
+                *FAST,
+            ]
+        )
+        == 0
+    )
+    report = tmp_path / "cross"
+    assert (
+        main(["-q", "eval", str(out), "--data", str(bmad_root / "Liver_AD"), "-o", str(report)])
+        == 0
+    )
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["dataset"] == "Liver_AD" and metrics["n_test"] == 6

@@ -195,3 +195,29 @@ def load_support(samples: Sequence[Sample], size: int, clsname: str = "") -> Sup
         has_mask=[s.has_mask or s.label == 0 for s in samples],
         clsname=clsname or (samples[0].clsname if samples else ""),
     )
+
+
+def augmented_items(
+    supports: Sequence[SupportSet],
+    views: Callable[[np.ndarray, np.ndarray], list[tuple[np.ndarray, np.ndarray]]],
+) -> ItemsDataset:
+    """Every shot of every support set in all its `views`; items remember their dataset index.
+
+    A view's mask counts as ground truth only where its dataset has pixel masks at all, so
+    image-level datasets train with classification losses alone.
+    """
+    items = []
+    for d, support in enumerate(supports):
+        seg = support.dataset_has_masks
+        rows = zip(support.images, support.labels, support.masks, support.has_mask, strict=True)
+        for image, label, mask, has in rows:
+            for view, view_mask in views(image, mask):
+                item = to_item(view, view_mask, label, len(items), has and seg)
+                items.append({**item, "dataset": d})
+    return ItemsDataset(items)
+
+
+def plain_items(support: SupportSet) -> list[dict]:
+    """The support images as they are (validation sets of labelled pools)."""
+    rows = zip(support.images, support.masks, support.labels, support.has_mask, strict=True)
+    return [to_item(im, m, y, i, h) for i, (im, m, y, h) in enumerate(rows)]

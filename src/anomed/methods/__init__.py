@@ -8,6 +8,7 @@ from anomed.methods.base import (
     create_method,
     method_config_dict,
 )
+from anomed.methods.madclip import MadCLIP, MadCLIPConfig
 from anomed.methods.mediclip import MediCLIP, MediCLIPConfig
 from anomed.methods.mlalp import MLALP, MLALPConfig
 from anomed.methods.mvfa import MVFA, MVFAConfig
@@ -16,6 +17,8 @@ __all__ = [
     "METHODS",
     "AnomalyMethod",
     "AnomalyOutput",
+    "MadCLIP",
+    "MadCLIPConfig",
     "MediCLIP",
     "MediCLIPConfig",
     "MLALP",

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from anomed.adapters.residual import ResidualAdapters
 from anomed.data.augment import mvfa_views
-from anomed.data.datasets import ItemsDataset, SupportSet, collate, to_item
+from anomed.data.datasets import ItemsDataset, SupportSet, augmented_items, collate, plain_items
 from anomed.losses import binary_cross_entropy, dice_loss, focal_loss
 from anomed.memory_bank import MemoryBank
 from anomed.methods.base import METHODS, AnomalyMethod, AnomalyOutput, MethodConfig
@@ -80,6 +80,10 @@ class MVFA(AnomalyMethod):
         self.train_classes: list[str] = []
         self._text_cache: dict[str, Tensor] = {}
 
+    def _apply(self, fn, recurse: bool = True):
+        self._text_cache.clear()  # cached text features must follow the device
+        return super()._apply(fn, recurse)
+
     # ---- text -----------------------------------------------------------------------------
     def class_text(self, class_name: str) -> Tensor:
         """Normal/abnormal features (2, D) for a dataset class name (cached: prompts are fixed)."""
@@ -101,26 +105,11 @@ class MVFA(AnomalyMethod):
         """Every shot in the 11 MVFA views; items remember their dataset (organ word)."""
         self.train_classes = [s.clsname for s in supports]
         self.seg_task.fill_(any(s.dataset_has_masks for s in supports))
-        items = []
-        for d, support in enumerate(supports):
-            seg = support.dataset_has_masks
-            for image, label, mask, has in zip(
-                support.images, support.labels, support.masks, support.has_mask, strict=True
-            ):
-                for view, view_mask in mvfa_views(image, mask):
-                    item = to_item(view, view_mask, label, len(items), has and seg)
-                    items.append({**item, "dataset": d})
-        return ItemsDataset(items)
+        return augmented_items(supports, mvfa_views)
 
     def validation_items(self, support: SupportSet, seed: int) -> list[dict]:
-        items = [
-            to_item(im, m, y, i, h)
-            for i, (im, m, y, h) in enumerate(
-                zip(support.images, support.masks, support.labels, support.has_mask, strict=True)
-            )
-        ]
-        self.validation = items
-        return items
+        self.validation = plain_items(support)
+        return self.validation
 
     def configure_optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.trainable_parameters(), lr=self.cfg.lr, betas=self.cfg.betas)

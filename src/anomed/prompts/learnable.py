@@ -25,23 +25,32 @@ class PromptSet:
 
     class_words: tuple[tuple[str, ...], ...]  # per class, its words (averaged)
     n_ctx: int = 8
-    placement: str = "end"  # where the word goes relative to the context: end, front, middle
+    placement: str | tuple[str, ...] = "end"  # word vs context: end, front, middle (or several)
     prefix: str = ""  # frozen words before everything (e.g. a position phrase)
     suffix: str = ""  # frozen words after the word (e.g. an organ word)
 
-    def render(self, word: str) -> str:
+    def render(self, word: str, placement: str | None = None) -> str:
+        placement = placement or self.placements[0]
         ctx = [PLACEHOLDER] * self.n_ctx
-        if self.placement == "end":
+        if placement == "end":
             parts = [*ctx, word]
-        elif self.placement == "front":
+        elif placement == "front":
             parts = [word, *ctx]
-        elif self.placement == "middle":
+        elif placement == "middle":
             half = self.n_ctx // 2
             parts = [*ctx[:half], word, *ctx[half:]]
         else:
-            raise ValueError(f"unknown placement {self.placement!r}")
+            raise ValueError(f"unknown placement {placement!r}")
         text = " ".join(p for p in (self.prefix, *parts, self.suffix) if p)
         return text + "."
+
+    @property
+    def placements(self) -> tuple[str, ...]:
+        return (self.placement,) if isinstance(self.placement, str) else tuple(self.placement)
+
+    def render_all(self, word: str) -> list[str]:
+        """The word in every placement (their features are averaged with the class's others)."""
+        return [self.render(word, p) for p in self.placements]
 
 
 class PromptLearner(nn.Module):
@@ -57,13 +66,17 @@ class PromptLearner(nn.Module):
         prompts: PromptSet,
         class_specific: bool = True,
         init_std: float = 0.02,
+        ctx: nn.Parameter | None = None,
     ) -> None:
+        """`ctx` shares another learner's context vectors (e.g. the same prompts with another
+        organ word); by default fresh vectors are drawn from N(0, init_std^2)."""
         super().__init__()
         texts, classes = [], []
         for c, words in enumerate(prompts.class_words):
             for word in words:
-                texts.append(prompts.render(word))
-                classes.append(c)
+                rendered = prompts.render_all(word)
+                texts += rendered
+                classes += [c] * len(rendered)
         n_groups = len(prompts.class_words) if class_specific else 1
         token_ids = backbone.tokenize(texts)  # (P, L)
         placeholder_id = int(backbone.tokenize([PLACEHOLDER])[0, 1])
@@ -77,9 +90,10 @@ class PromptLearner(nn.Module):
             frozen = backbone.token_embeddings(token_ids).detach().cpu()  # (P, L, W)
         self.backbone_ref = [backbone]  # a list keeps the frozen backbone out of state_dict
         self.n_classes = len(prompts.class_words)
-        self.ctx = nn.Parameter(
-            torch.randn(n_groups, prompts.n_ctx, backbone.text_width) * init_std
-        )
+        shape = (n_groups, prompts.n_ctx, backbone.text_width)
+        if ctx is not None and tuple(ctx.shape) != shape:
+            raise ValueError(f"shared context has shape {tuple(ctx.shape)}, expected {shape}")
+        self.ctx = ctx if ctx is not None else nn.Parameter(torch.randn(shape) * init_std)
         self.register_buffer("token_ids", token_ids, persistent=False)
         self.register_buffer("frozen", frozen, persistent=False)
         self.register_buffer("is_ctx", is_ctx, persistent=False)

@@ -1,0 +1,233 @@
+"""MadCLIP (MICCAI 2025): dual-branch side adapters, dual contrast and a sigmoid image-text loss.
+
+Composition: frozen CLIP taps (6/12/18/24, scaled) -> per layer a normal and an abnormal adapter
+(detection + segmentation heads) -> dual contrast S_n = f_n.t_n - f_n.t_a, S_a = f_a.t_a - f_a.t_n
+-> segmentation: softmax([S_n, S_a]) upsampled, dice + focal; image-text: SigLIP-style sigmoid
+loss on the patch-pooled logits. Prompts `[V1..V8][word][organ]` with the word at the end, front
+and middle, averaged. Every ablation of the paper is a config switch (see MadCLIPConfig).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from anomed.adapters import DualBranchAdapters
+from anomed.data.augment import madclip_views
+from anomed.data.datasets import ItemsDataset, SupportSet, augmented_items, collate, plain_items
+from anomed.losses import dice_loss, focal_loss, sigmoid_image_text_loss
+from anomed.methods.base import METHODS, AnomalyMethod, AnomalyOutput, MethodConfig
+from anomed.prompts import PromptLearner, PromptSet, encode_fixed_prompts, organ_word
+from anomed.scoring import layer_maps
+
+NORMAL_WORDS = (
+    "flawless",
+    "perfect",
+    "unblemished",
+    "without flaw",
+    "without defect",
+    "without damage",
+    "plain",
+)
+ABNORMAL_WORDS = (
+    "damaged",
+    "broken",
+    "with flaw",
+    "with defect",
+    "with damage",
+    "disease",
+    "abnormal",
+)
+MAP, DET = 0, 1  # rows of the `stats` buffer
+
+
+@dataclass
+class MadCLIPConfig(MethodConfig):
+    epochs: int = 60
+    batch_size: int = 16
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.5, 0.999)
+    layers: tuple[int, ...] = (6, 12, 18, 24)
+    n_ctx: int = 8
+    normal_words: tuple[str, ...] = NORMAL_WORDS
+    abnormal_words: tuple[str, ...] = ABNORMAL_WORDS
+    placements: tuple[str, ...] = ("end", "front", "middle")
+    # ablation switches (paper defaults first)
+    learnable_prompts: bool = True  # False: the same prompts without context vectors
+    objective: str = "organ"  # "organ": the dataset's organ word; else that text literally
+    dual_adapters: bool = True  # False: one adapter serves both branches
+    subtraction: bool = True  # False: S_n = f_n.t_n, S_a = f_a.t_a
+    image_loss: str = "sigmoid"  # "sigmoid" (SigLIP-style) or "softmax" (cross-entropy)
+    separate_heads: bool = True  # False: one head for detection and segmentation
+    image_logit: str = "mean"  # patches -> image logit: "mean", "max" or "mix"
+    mix: float = 0.5  # weight of the mean in "mix"
+    learn_temperature: bool = False  # learnable temperature and bias of the sigmoid loss
+
+
+@METHODS.register("madclip")
+class MadCLIP(AnomalyMethod):
+    """MadCLIP: dual normal/abnormal side adapters, dual contrast, sigmoid loss (labelled shots)."""
+
+    name = "madclip"
+    config_class = MadCLIPConfig
+    normal_only = False
+
+    def __init__(self, backbone, cfg: MadCLIPConfig) -> None:
+        super().__init__(backbone, cfg)
+        self.layer_ids = backbone.layers(cfg.layers)
+        self.adapters = DualBranchAdapters(
+            len(self.layer_ids),
+            backbone.vision_width,
+            backbone.embed_dim,
+            cfg.dual_adapters,
+            cfg.separate_heads,
+        )
+        n_ctx = cfg.n_ctx if cfg.learnable_prompts else 0
+        self.ctx = nn.Parameter(
+            torch.randn(2, n_ctx, backbone.text_width) * 0.02, requires_grad=cfg.learnable_prompts
+        )
+        self.temperature = nn.Parameter(torch.ones(()), requires_grad=cfg.learn_temperature)
+        self.bias = nn.Parameter(torch.zeros(()), requires_grad=cfg.learn_temperature)
+        self.register_buffer("stats", torch.tensor([[0.0, 1.0]] * 2))
+        self.register_buffer("seg_task", torch.tensor(True))
+        self.train_classes: list[str] = []
+        self.validation: list[dict] = []
+        self._learners: dict[str, PromptLearner] = {}
+        self._fixed: dict[str, Tensor] = {}
+
+    def _apply(self, fn, recurse: bool = True):
+        self._learners.clear()  # cached prompt buffers must follow the device
+        self._fixed.clear()
+        return super()._apply(fn, recurse)
+
+    # ---- text -----------------------------------------------------------------------------
+    def _prompt_set(self, class_name: str) -> PromptSet:
+        objective = organ_word(class_name) if self.cfg.objective == "organ" else self.cfg.objective
+        words = (tuple(self.cfg.normal_words), tuple(self.cfg.abnormal_words))
+        n_ctx = self.cfg.n_ctx if self.cfg.learnable_prompts else 0
+        return PromptSet(words, n_ctx=n_ctx, placement=tuple(self.cfg.placements), suffix=objective)
+
+    def class_text(self, class_name: str) -> Tensor:
+        """(2, D) normal/abnormal features; learnable prompts share one context per class."""
+        if not self.cfg.learnable_prompts:
+            if class_name not in self._fixed:
+                ps = self._prompt_set(class_name)
+                texts = [[t for w in words for t in ps.render_all(w)] for words in ps.class_words]
+                self._fixed[class_name] = encode_fixed_prompts(self.backbone, texts)
+            return self._fixed[class_name]
+        if class_name not in self._learners:
+            learner = PromptLearner(self.backbone, self._prompt_set(class_name), ctx=self.ctx)
+            self._learners[class_name] = learner.to(self.ctx.device)
+        return self._learners[class_name]()
+
+    def batch_text(self, dataset_ids: Tensor | None, batch: int) -> Tensor:
+        """(B, 2, D): each image with its own dataset's organ word."""
+        if dataset_ids is None or not self.train_classes:
+            return self.class_text(self.class_name).expand(batch, -1, -1)
+        table = torch.stack([self.class_text(c) for c in self.train_classes])
+        return table[dataset_ids.to(table.device)]
+
+    # ---- data -----------------------------------------------------------------------------
+    def train_dataset(self, supports: Sequence[SupportSet], seed: int) -> ItemsDataset:
+        """Every shot in MadCLIP's 16 views."""
+        self.train_classes = [s.clsname for s in supports]
+        self.seg_task.fill_(any(s.dataset_has_masks for s in supports))
+        return augmented_items(supports, madclip_views)
+
+    def validation_items(self, support: SupportSet, seed: int) -> list[dict]:
+        self.validation = plain_items(support)
+        return self.validation
+
+    def configure_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.trainable_parameters(), lr=self.cfg.lr, betas=self.cfg.betas)
+
+    # ---- scores ---------------------------------------------------------------------------
+    def dual_contrast(self, f_n: Tensor, f_a: Tensor, text: Tensor) -> Tensor:
+        """f_n, f_a: (B, N, D); text: (B, 2, D) -> logits (B, N, 2) = [S_n, S_a]."""
+        f_n, f_a, text = (
+            F.normalize(f_n, dim=-1),
+            F.normalize(f_a, dim=-1),
+            F.normalize(text, dim=-1),
+        )
+        sim_n = torch.einsum("bnd,bcd->bnc", f_n, text)  # f_n.t_n, f_n.t_a
+        sim_a = torch.einsum("bnd,bcd->bnc", f_a, text)
+        s_n, s_a = sim_n[..., 0], sim_a[..., 1]
+        if self.cfg.subtraction:
+            s_n, s_a = s_n - sim_n[..., 1], s_a - sim_a[..., 0]
+        return torch.stack([s_n, s_a], dim=-1)
+
+    def layer_logits(self, images: Tensor, text: Tensor) -> list[dict[str, Tensor]]:
+        """Per layer {"det", "seg"}: dual-contrast logits (B, N, 2)."""
+        with torch.no_grad():  # side branch: no activations kept in the frozen tower
+            tapped = self.backbone.encode_image(images, self.layer_ids).tapped
+        feats = self.adapters([t[:, 1:] for t in tapped])
+        return [
+            {
+                head: self.dual_contrast(f[f"{head}_n"], f[f"{head}_a"], text)
+                for head in ("det", "seg")
+            }
+            for f in feats
+        ]
+
+    def image_logits(self, det: Tensor) -> Tensor:
+        """det logits (B, N, 2) -> image-level (B, 2) by mean, max or a mix."""
+        mean, peak = det.mean(dim=1), det.amax(dim=1)
+        if self.cfg.image_logit == "mean":
+            return mean
+        if self.cfg.image_logit == "max":
+            return peak
+        return self.cfg.mix * mean + (1 - self.cfg.mix) * peak
+
+    # ---- training -------------------------------------------------------------------------
+    def image_loss(self, logits: Tensor, label: Tensor) -> Tensor:
+        """logits (B, 2) = [normal, abnormal]; labels [-y, +y] with y = +1 for abnormal."""
+        if self.cfg.image_loss == "softmax":
+            return F.cross_entropy(logits, label.long())
+        targets = torch.stack([1 - label, label], dim=-1).float()  # (B, 2) in {0, 1}
+        return sigmoid_image_text_loss(logits, targets, self.temperature, self.bias)
+
+    def training_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        images, mask, label = batch["image"], batch["mask"], batch["label"]
+        text = self.batch_text(batch.get("dataset"), images.shape[0])
+        seg_on = batch["has_mask"].bool()
+        img_loss, seg_loss = images.new_zeros(()), images.new_zeros(())
+        for layer in self.layer_logits(images, text):
+            img_loss = img_loss + self.image_loss(self.image_logits(layer["det"]), label)
+            if bool(seg_on.any()):
+                probs = layer_maps(
+                    [layer["seg"][seg_on].softmax(-1)], self.backbone.grid_size, images.shape[-2:]
+                )[0]  # (B', 2, H, W)
+                m = mask[seg_on]
+                seg_loss = seg_loss + focal_loss(probs, m.long()) + dice_loss(probs[:, 1], m)
+        return {"loss": img_loss + seg_loss, "image": img_loss.detach(), "seg": seg_loss.detach()}
+
+    # ---- inference ------------------------------------------------------------------------
+    def raw_scores(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Unnormalised (map (B, H, W), detection score (B,)): sums over layers."""
+        text = self.class_text(self.class_name).expand(images.shape[0], -1, -1)
+        layers = self.layer_logits(images, text)
+        probs = [layer["seg"].softmax(-1) for layer in layers]
+        amap = layer_maps(probs, self.backbone.grid_size, images.shape[-2:])[:, :, 1].sum(0)
+        det = torch.stack([layer["det"].softmax(-1)[..., 1].mean(1) for layer in layers]).sum(0)
+        return amap, det
+
+    @torch.no_grad()
+    def prepare(self) -> None:
+        """Fix the map and score ranges on the validation images (never on test data)."""
+        if not self.validation:
+            return
+        amap, det = self.raw_scores(collate(self.validation)["image"].to(self.stats.device))
+        for row, values in ((MAP, amap), (DET, det)):
+            lo, hi = float(values.min()), float(values.max())
+            self.stats[row] = torch.tensor([lo, max(hi, lo + 1e-6)])
+
+    def forward(self, images: Tensor) -> AnomalyOutput:
+        amap, det = self.raw_scores(images)
+        amap = (amap - self.stats[MAP, 0]) / (self.stats[MAP, 1] - self.stats[MAP, 0])
+        det = (det - self.stats[DET, 0]) / (self.stats[DET, 1] - self.stats[DET, 0])
+        score = amap.flatten(1).amax(1) if bool(self.seg_task) else det
+        return AnomalyOutput(amap, score)
