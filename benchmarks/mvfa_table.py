@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--zero-shot-epochs", type=int, default=3)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--image-size", type=int, default=None)
     parser.add_argument("--output", default="runs/mvfa_table")
     args = parser.parse_args()
     parent = Path(args.parent)
@@ -62,7 +63,7 @@ def main() -> None:
     for method in args.methods:
         cfg = RunConfig(
             method=method,
-            backbone=BackboneConfig(),
+            backbone=BackboneConfig(image_size=args.image_size),
             train=TrainConfig(epochs=args.epochs),
             output_dir=args.output,
         )

@@ -67,3 +67,13 @@ def published_metrics(method: str, protocol: str, class_name: str) -> dict[str, 
 def published_label(method: str, protocol: str, class_name: str) -> str:
     ref = PUBLISHED[method]
     return f"{class_name}: published {method} ({protocol}, {ref['backbone']})"
+
+# MadCLIP (Shiri, Beyan, Murino, MICCAI 2025): 16-shot averages over the BMAD datasets, AUROC %
+# (the figures quoted in the project's MadCLIP issue; per-dataset tables not stored here).
+MADCLIP = {
+    "citation": "Shiri, Beyan, Murino, MadCLIP: Few-shot Medical Anomaly Detection with CLIP, "
+    "MICCAI 2025",
+    "backbone": "ViT-L-14 (openai)",
+    "results": {"few-shot k=16": {"average": {"image_auroc": 94.08, "pixel_auroc": 99.05}}},
+}
+PUBLISHED["madclip"] = MADCLIP

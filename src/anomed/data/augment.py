@@ -1,7 +1,9 @@
 """Deterministic views of a support image and its mask (the shots' augmentation of MVFA/MadCLIP).
 
-Each view is a fixed geometric or photometric change; the mask follows every geometric change
-(nearest neighbour) and ignores photometric ones. Borders are filled by reflection.
+Each view is one fixed geometric or photometric change, so a shot always yields the same views.
+Images are resampled bilinearly, masks with nearest neighbour through the same matrix, so the mask
+stays on the image; borders are filled by reflection (`cv2.BORDER_REFLECT_101`). Photometric
+changes leave the mask as it is. Every function is pure: inputs are never modified.
 """
 
 from __future__ import annotations
@@ -9,66 +11,109 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-View = tuple[np.ndarray, np.ndarray]  # (image (H, W, 3) float32, mask (H, W) bool)
+View = tuple[np.ndarray, np.ndarray]  # (image (H, W, C) float32 in [0, 1], mask (H, W) bool)
 
-MVFA_ROTATIONS = (-22.5, -11.25, 11.25, 22.5)  # degrees: ±π/8, ±π/16
-MVFA_SHIFTS = ((0.1, 0.1), (0.1, -0.1), (-0.1, 0.1), (-0.1, -0.1))  # fractions of (W, H)
-MADCLIP_ZOOMS = (1.1, 1.15, 1.2, 1.3)
-MADCLIP_PHOTOMETRIC = (1.2, 0.2)  # one view: contrast x1.2 around the mean, brightness +0.2
+MVFA_ROTATIONS = (-22.5, -11.25, 11.25, 22.5)  # degrees: -π/8, -π/16, +π/16, +π/8
+MVFA_SHIFTS = ((1, 1), (-1, 1), (-1, -1), (1, -1))  # diagonal directions (x, y), times `shift`
+MADCLIP_ZOOMS = (1.1, 1.15, 1.2, 1.3)  # centre zoom-in factors
+MADCLIP_BRIGHTNESS = 1.2  # brightness factor of the photometric view (ColorJitter's 1 + 0.2)
+MADCLIP_CONTRAST = 0.8  # contrast factor of the photometric view (ColorJitter's 1 - 0.2)
 
 
-def _warp(image: np.ndarray, mask: np.ndarray, matrix: np.ndarray) -> View:
+def _check(image: np.ndarray, mask: np.ndarray) -> View:
+    image = np.asarray(image, dtype=np.float32)
+    mask = np.asarray(mask, dtype=bool)
+    if image.ndim not in (2, 3) or image.shape[:2] != mask.shape:
+        raise ValueError(
+            f"image {image.shape} and mask {mask.shape} must share (H, W); image (H, W, C)"
+        )
+    return image, mask
+
+
+def affine(image: np.ndarray, mask: np.ndarray, matrix: np.ndarray) -> View:
+    """Warp image (bilinear) and mask (nearest) by one 2x3 matrix that maps input (x, y) to
+    output (x, y), as `cv2.warpAffine` reads it; same size out, borders reflect."""
+    image, mask = _check(image, mask)
     h, w = mask.shape
-    out = cv2.warpAffine(
-        image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101
-    )
+    size, border = (w, h), cv2.BORDER_REFLECT_101
+    matrix = np.asarray(matrix, dtype=np.float64)
+    out = cv2.warpAffine(image, matrix, size, flags=cv2.INTER_LINEAR, borderMode=border)
     out_mask = cv2.warpAffine(
-        mask.astype(np.uint8),
-        matrix,
-        (w, h),
-        flags=cv2.INTER_NEAREST,
-        borderMode=cv2.BORDER_REFLECT_101,
+        mask.astype(np.uint8), matrix, size, flags=cv2.INTER_NEAREST, borderMode=border
     )
+    out = out.reshape(image.shape)  # cv2 drops a trailing channel axis of size 1
     return np.clip(out, 0.0, 1.0).astype(np.float32), out_mask > 0
 
 
-def rotate(image: np.ndarray, mask: np.ndarray, degrees: float) -> View:
+def _centre(mask: np.ndarray) -> tuple[float, float]:
     h, w = mask.shape
-    matrix = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), degrees, 1.0)
-    return _warp(image, mask, matrix)
+    return (w - 1) / 2, (h - 1) / 2  # (x, y) of the pixel-grid centre
+
+
+def rotate(image: np.ndarray, mask: np.ndarray, degrees: float) -> View:
+    """Rotate about the image centre by `degrees` (counter-clockwise as displayed)."""
+    matrix = cv2.getRotationMatrix2D(_centre(np.asarray(mask)), degrees, 1.0)
+    return affine(image, mask, matrix)
 
 
 def translate(image: np.ndarray, mask: np.ndarray, fx: float, fy: float) -> View:
-    h, w = mask.shape
-    matrix = np.float32([[1, 0, round(fx * w)], [0, 1, round(fy * h)]])
-    return _warp(image, mask, matrix)
+    """Shift the content right by round(fx * W) and down by round(fy * H) whole pixels."""
+    h, w = np.asarray(mask).shape
+    matrix = np.array([[1.0, 0.0, round(fx * w)], [0.0, 1.0, round(fy * h)]])
+    return affine(image, mask, matrix)
 
 
 def zoom(image: np.ndarray, mask: np.ndarray, factor: float) -> View:
-    h, w = mask.shape
-    matrix = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), 0.0, factor)
-    return _warp(image, mask, matrix)
+    """Magnify about the image centre by `factor` (> 1 zooms in), keeping the size."""
+    matrix = cv2.getRotationMatrix2D(_centre(np.asarray(mask)), 0.0, factor)
+    return affine(image, mask, matrix)
 
 
-def mvfa_views(image: np.ndarray, mask: np.ndarray) -> list[View]:
-    """The 11 views: original, 4 rotations, 4 diagonal 10 % shifts, horizontal and vertical flip."""
-    image = np.asarray(image, dtype=np.float32)
-    mask = np.asarray(mask, dtype=bool)
-    views = [(image, mask)]
+def hflip(image: np.ndarray, mask: np.ndarray) -> View:
+    """Mirror left-right (exact, no resampling)."""
+    image, mask = _check(image, mask)
+    return image[:, ::-1].copy(), mask[:, ::-1].copy()
+
+
+def vflip(image: np.ndarray, mask: np.ndarray) -> View:
+    """Mirror top-bottom (exact, no resampling)."""
+    image, mask = _check(image, mask)
+    return image[::-1].copy(), mask[::-1].copy()
+
+
+def jitter(image: np.ndarray, mask: np.ndarray, brightness: float, contrast: float) -> View:
+    """torchvision ColorJitter's maths with fixed factors, brightness first: x <- clip(b * x),
+    then x <- clip(mean + c * (x - mean)) about the image mean. The mask is unchanged."""
+    image, mask = _check(image, mask)
+    out = np.clip(image * brightness, 0.0, 1.0)
+    mean = out.mean()
+    out = np.clip(mean + contrast * (out - mean), 0.0, 1.0)
+    return out.astype(np.float32), mask.copy()
+
+
+def mvfa_views(image: np.ndarray, mask: np.ndarray, shift: float = 0.1) -> list[View]:
+    """The 11 views of MVFA, in this order: the original; rotations by -π/8, -π/16, +π/16, +π/8;
+    diagonal shifts by `shift` of the width and height, (+,+), (-,+), (-,-), (+,-) in (x, y);
+    horizontal flip; vertical flip.
+
+    The reference shifts by 0.1 in `affine_grid`'s [-1, 1] coordinates, i.e. 5 % of the side;
+    `shift=0.05` reproduces that, the default follows the paper's "10 %"."""
+    image, mask = _check(image, mask)
+    views = [(image.copy(), mask.copy())]
     views += [rotate(image, mask, d) for d in MVFA_ROTATIONS]
-    views += [translate(image, mask, fx, fy) for fx, fy in MVFA_SHIFTS]
-    views.append((image[:, ::-1].copy(), mask[:, ::-1].copy()))
-    views.append((image[::-1].copy(), mask[::-1].copy()))
+    views += [translate(image, mask, sx * shift, sy * shift) for sx, sy in MVFA_SHIFTS]
+    views += [hflip(image, mask), vflip(image, mask)]
     return views
 
 
-def madclip_views(image: np.ndarray, mask: np.ndarray) -> list[View]:
-    """The 16 views: MVFA's 11, centre zooms 1.1/1.15/1.2/1.3, and one brightness/contrast view
-    (contrast x1.2 about the image mean, then +0.2 brightness, clipped; mask unchanged)."""
-    views = mvfa_views(image, mask)
-    views += [zoom(views[0][0], views[0][1], f) for f in MADCLIP_ZOOMS]
-    contrast, brightness = MADCLIP_PHOTOMETRIC
-    base = views[0][0]
-    photometric = np.clip((base - base.mean()) * contrast + base.mean() + brightness, 0, 1)
-    views.append((photometric.astype(np.float32), views[0][1].copy()))
+def madclip_views(image: np.ndarray, mask: np.ndarray, shift: float = 0.1) -> list[View]:
+    """The 16 views of MadCLIP: MVFA's 11 (`mvfa_views`), centre zooms by 1.1, 1.15, 1.2 and
+    1.3, and one photometric view, brightness x1.2 then contrast x0.8 (`jitter`; mask unchanged).
+
+    The paper lists "brightness/contrast ±0.2" without a count; one view with one factor of each
+    at the edge of that range makes 11 + 4 + 1 = 16 without randomness."""
+    image, mask = _check(image, mask)
+    views = mvfa_views(image, mask, shift)
+    views += [zoom(image, mask, f) for f in MADCLIP_ZOOMS]
+    views.append(jitter(image, mask, MADCLIP_BRIGHTNESS, MADCLIP_CONTRAST))
     return views

@@ -85,7 +85,7 @@ def brain(rng: np.random.Generator, size: int, abnormal: bool) -> Generated:
         return image, np.zeros((size, size), bool), organ
     kind = LESION_KINDS[int(rng.integers(len(LESION_KINDS)))]
     image, organ, mask = make_abnormal_slice(rng, size, kind)
-    return image, mask & organ, organ
+    return image, mask, organ
 
 
 # --------------------------------------------------------------------------- liver
@@ -155,7 +155,7 @@ def liver(rng: np.random.Generator, size: int, abnormal: bool) -> Generated:
         else:  # cyst: water-dark, homogeneous, sharp
             image = _paint(image, _soft(r, minor, size), rng.uniform(0.26, 0.31))
         mask |= r <= 1
-    return np.clip(image, 0, 1).astype(np.float32), mask & organ, organ
+    return np.clip(image, 0, 1).astype(np.float32), mask, organ
 
 
 # -------------------------------------------------------------------------- retina
@@ -229,26 +229,28 @@ def retina(rng: np.random.Generator, size: int, abnormal: bool) -> Generated:
     organ = (y >= bands[-1][1]) & (y < bruch)
     if kind == "cysts":
         onl = next(b for b in bands if b[0] == "outer nuclear")
-        image, mask = _intraretinal_cysts(rng, image, mask, onl[1], extra, size)
+        image, mask = _intraretinal_cysts(rng, image, organ, onl[1:3], extra)
     image = cv2.GaussianBlur(image.astype(np.float32), (0, 0), 0.6)  # axial resolution
     speckle = rng.gamma(3.0, 1 / 3.0, (size, size)).astype(np.float32)
     speckle = cv2.GaussianBlur(speckle, (0, 0), sigmaX=1.0, sigmaY=0.4)
-    return np.clip(image * speckle * 1.1, 0, 1).astype(np.float32), mask & organ, organ
+    return np.clip(image * speckle * 1.1, 0, 1).astype(np.float32), mask, organ
 
 
-def _intraretinal_cysts(rng, image, mask, onl_top: np.ndarray, swelling: np.ndarray, size: int):
-    """1-4 dark oval cysts where the retina swells, cutting through the outer plexiform and
-    outer nuclear layers (`onl_top` (W,): their boundary)."""
+def _intraretinal_cysts(rng, image, organ, onl, swelling: np.ndarray):
+    """1-4 dark oval cysts where the retina swells, across the top of the outer nuclear layer
+    (`onl`: its top and bottom (W,)) into the outer plexiform layer; kept inside `organ`."""
+    size = image.shape[0]
     x, y = _grid(size)
     columns = np.flatnonzero(swelling >= 0.5 * swelling.max())
+    mask = np.zeros((size, size), bool)
     for _ in range(int(rng.integers(1, 5))):
         column = int(columns[rng.integers(len(columns))])
         ry = max(rng.uniform(0.3, 0.5) * float(swelling[column]) + 0.01, 1.5 / size)
         rx = ry * rng.uniform(1.0, 1.8)
-        cy = float(onl_top[column]) + rng.uniform(0.0, 0.6) * ry
+        cy = min(float(onl[0][column]) + rng.uniform(0.0, 0.6) * ry, float(onl[1][column]) - ry)
         r = _radius(x, y, (column + 0.5) / size, cy, rx, ry)
-        image = _paint(image, _soft(r, ry, size), 0.02)
-        mask |= r <= 1
+        image = _paint(image, _soft(r, ry, size) * organ, 0.02)
+        mask |= (r <= 1) & organ
     return image, mask
 
 
@@ -303,7 +305,7 @@ def chest(rng: np.random.Generator, size: int, abnormal: bool) -> Generated:
             mask = alpha > 0.35
             mask[cy, cx] = True  # never empty
     noise = cv2.GaussianBlur(rng.normal(0, 1, (size, size)).astype(np.float32), (0, 0), 0.8)
-    return np.clip(image + 0.02 * noise, 0, 1).astype(np.float32), mask & organ, organ
+    return np.clip(image + 0.02 * noise, 0, 1).astype(np.float32), mask, organ
 
 
 # ------------------------------------------------------------------------- writing

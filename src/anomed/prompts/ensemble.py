@@ -1,4 +1,11 @@
-"""The hand-crafted prompt ensemble of WinCLIP / APRIL-GAN / MVFA: state words x templates."""
+"""The hand-crafted prompt ensemble of WinCLIP / APRIL-GAN / MVFA: state words x templates.
+
+`TEMPLATES` are the 35 sentences MVFA's `encode_text_with_prompt_ensemble` (utils.py) uses, in
+its order: CLIP's ImageNet photo templates and WinCLIP's "there is a {} in the scene." family.
+(The reference's prompt.py also defines a 22-sentence list with "... for visual inspection." and
+"... for anomaly detection."; its ensemble never reads it.) 7 normal x 35 = 245 and
+5 abnormal x 35 = 175 sentences an organ.
+"""
 
 from __future__ import annotations
 
@@ -58,9 +65,13 @@ TEMPLATES = (
 
 
 def ensemble_texts(organ: str) -> tuple[list[str], list[str]]:
-    """Normal and abnormal prompt strings for an organ word: every state in every template."""
+    """Normal and abnormal sentences for an organ word ("brain", "retinal OCT"): every state in
+    every template, state-major as in the reference (7 x 35 and 5 x 35)."""
+    if not organ.strip():
+        raise ValueError("the organ word must not be empty")
 
     def fill(states: tuple[str, ...]) -> list[str]:
-        return [t.format(s.format(organ)) for s in states for t in TEMPLATES]
+        # replace, not format: an organ word with braces must not be read as a field
+        return [t.replace("{}", s.replace("{}", organ)) for s in states for t in TEMPLATES]
 
     return fill(NORMAL_STATES), fill(ABNORMAL_STATES)
