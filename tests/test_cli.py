@@ -128,7 +128,7 @@ def test_unknown_method_lists_known(phantom_root, tmp_path, capsys):
     assert (
         main(["train", "--data", str(phantom_root), "--method", "nope", "-o", str(tmp_path)]) == 2
     )
-    assert "unknown method 'nope'; known: mediclip" in capsys.readouterr().err
+    assert "unknown method 'nope'; known: madclip, mediclip" in capsys.readouterr().err
 
 
 def test_empty_dataset_folder_explains(tmp_path, capsys):

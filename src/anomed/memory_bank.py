@@ -130,12 +130,13 @@ class MemoryBank:
             raise ValueError(f"{len(query)} query layers for a bank of {len(self.banks)} layers")
         out = []
         for layer, q in enumerate(query):
-            if q.shape[-1] != self.banks[layer].shape[1]:
+            bank = self._bank(layer, q.device)  # (M, D)
+            if q.shape[-1] != bank.shape[1]:
                 raise ValueError(
-                    f"layer {layer}: query dim {q.shape[-1]} != bank dim {self.banks[layer].shape[1]}"
+                    f"layer {layer}: query dim {q.shape[-1]} != bank dim {bank.shape[1]}"
                 )
             flat = q.reshape(-1, q.shape[-1])  # (B * N, D)
-            d = nearest_distance(flat, self._bank(layer, q.device), self.distance, chunk, bank_chunk)
+            d = nearest_distance(flat, bank, self.distance, chunk, bank_chunk)
             out.append(d.reshape(q.shape[:-1]))
         return out
 

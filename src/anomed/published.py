@@ -68,6 +68,7 @@ def published_label(method: str, protocol: str, class_name: str) -> str:
     ref = PUBLISHED[method]
     return f"{class_name}: published {method} ({protocol}, {ref['backbone']})"
 
+
 # MadCLIP (Shiri, Beyan, Murino, MICCAI 2025): 16-shot averages over the BMAD datasets, AUROC %
 # (the figures quoted in the project's MadCLIP issue; per-dataset tables not stored here).
 MADCLIP = {

@@ -91,6 +91,21 @@ def brain(rng: np.random.Generator, size: int, abnormal: bool) -> Generated:
 # --------------------------------------------------------------------------- liver
 
 
+# (u, v, semi-axes au, av, angle, CT value) in body coordinates, drawn over the liver
+_ABDOMEN_ORGANS = (
+    (0.62, 0.1, 0.17, 0.3, -0.3, 0.56),  # spleen
+    (0.32, -0.38, 0.28, 0.22, 0.0, 0.36),  # stomach
+    (-0.08, 0.36, 0.07, 0.09, 0.0, 0.78),  # aorta
+    (-0.26, 0.3, 0.08, 0.07, 0.0, 0.62),  # inferior vena cava
+    (-0.42, 0.5, 0.14, 0.22, 0.5, 0.7),  # kidneys
+    (0.42, 0.5, 0.14, 0.22, -0.5, 0.7),
+    (-0.2, 0.62, 0.1, 0.16, 0.2, 0.46),  # psoas muscles
+    (0.2, 0.62, 0.1, 0.16, -0.2, 0.46),
+    (0.0, 0.64, 0.15, 0.18, 0.0, 0.92),  # vertebral body
+    (0.0, 0.86, 0.06, 0.08, 0.0, 0.3),  # spinal canal
+)
+
+
 def _abdomen(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
     """A contrast-CT-like abdominal slice (image left = patient right) and its liver mask."""
     x, y = _grid(size)
@@ -113,18 +128,7 @@ def _abdomen(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarra
     organ = (liver_r <= 1) & inner
     image = np.where(organ, 0.58 + 0.015 * _smooth_noise(rng, size, 1.5), image)
     others = np.zeros_like(organ)
-    for u, v, au, av, angle, value in (
-        (0.62, 0.1, 0.17, 0.3, -0.3, 0.56),  # spleen
-        (0.32, -0.38, 0.28, 0.22, 0.0, 0.36),  # stomach
-        (-0.08, 0.36, 0.07, 0.09, 0.0, 0.78),  # aorta
-        (-0.26, 0.3, 0.08, 0.07, 0.0, 0.62),  # inferior vena cava
-        (-0.42, 0.5, 0.14, 0.22, 0.5, 0.7),  # kidneys
-        (0.42, 0.5, 0.14, 0.22, -0.5, 0.7),
-        (-0.2, 0.62, 0.1, 0.16, 0.2, 0.46),  # psoas muscles
-        (0.2, 0.62, 0.1, 0.16, -0.2, 0.46),
-        (0.0, 0.64, 0.15, 0.18, 0.0, 0.92),  # vertebral body
-        (0.0, 0.86, 0.06, 0.08, 0.0, 0.3),  # spinal canal
-    ):
+    for u, v, au, av, angle, value in _ABDOMEN_ORGANS:
         r = at(u, v, au, av, angle)
         image = _paint(image, _soft(r, min(au * ax, av * ay), size), value)
         others |= r <= 1.15

@@ -1,0 +1,545 @@
+"""Read 3D medical volumes (NIfTI, DICOM), slice them in three views, write 3D maps back.
+
+Every volume is held in one canonical orientation, RAS+: array axis 0 runs from the patient's
+left to their Right, axis 1 from posterior to Anterior, axis 2 from inferior to Superior. So
+"axial", "sagittal" and "coronal" mean the same thing for every file, whatever its stored order.
+
+Display convention of the slices (`slice_volume`), the radiological one:
+- axial (S = Z slices, inferior -> superior; H = Y, W = X): viewed from the feet, anterior at the
+  top, the patient's left on the image's right;
+- coronal (S = Y slices, posterior -> anterior; H = Z, W = X): viewed from the front, superior at
+  the top, the patient's left on the image's right;
+- sagittal (S = X slices, left -> right; H = Z, W = Y): superior at the top, anterior on the
+  image's left.
+
+`write_nifti` undoes the reorientation, so a map computed on the canonical array is written with
+the input file's own axis order, shape and affine and overlays the input in any viewer.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+import zlib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pydicom
+from nibabel import orientations as ornt
+from pydicom.errors import InvalidDicomError
+
+from anomed.data.io import IMAGE_EXTENSIONS
+from anomed.errors import AnomedError
+
+VIEWS = ("axial", "sagittal", "coronal")
+# view -> axis order of the canonical array that gives (slice, row, column) before the flips
+_PERMS = {"axial": (2, 1, 0), "sagittal": (0, 2, 1), "coronal": (1, 2, 0)}
+_NIFTI_SUFFIXES = (".nii", ".nii.gz")
+_DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+_AXIAL = np.array([1.0, 0, 0, 0, 1, 0])  # ImageOrientationPatient of an axial slice
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+_NIFTI_ERRORS = (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError)
+
+
+@dataclass
+class Volume:
+    """A 3D scan in canonical RAS+ orientation, plus what is needed to write maps back."""
+
+    data: np.ndarray  # (X, Y, Z) float32, canonical RAS+
+    affine: np.ndarray  # (4, 4) voxel -> world (RAS mm) of `data`
+    source_affine: np.ndarray  # (4, 4) of the array as stored in the file
+    source_shape: tuple[int, ...]  # the file's array shape (may carry a trailing 1)
+    path: Path
+    kind: str  # "nifti" or "dicom"
+    modality: str = ""  # DICOM Modality (MR, CT, ...); "" for NIfTI
+    window: tuple[float, float] | None = None  # DICOM (WindowCenter, WindowWidth), if given
+    series_uid: str = ""  # DICOM SeriesInstanceUID
+    header: Any = field(default=None, repr=False)  # the NIfTI header, reused by write_nifti
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size in mm along the canonical axes (X, Y, Z)."""
+        return tuple(float(s) for s in np.sqrt((self.affine[:3, :3] ** 2).sum(0)))
+
+
+def _canonical(volume_args: dict, arr: np.ndarray, affine: np.ndarray) -> Volume:
+    """A Volume whose data is `arr` (stored order, 3D) reoriented to the closest RAS+."""
+    to_ras = ornt.io_orientation(affine)
+    data = ornt.apply_orientation(arr, to_ras)
+    canon_affine = affine @ ornt.inv_ornt_aff(to_ras, arr.shape)
+    data = np.ascontiguousarray(np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0), np.float32)
+    return Volume(data=data, affine=canon_affine, source_affine=affine.copy(), **volume_args)
+
+
+def _reason(exc: BaseException) -> str:
+    """`Type: message` on one line (the CLI prints errors on one line)."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
+def _check_exists(path: Path) -> None:
+    if not path.exists():
+        raise AnomedError(f"{path}: no such file or folder. Fix: check the path.")
+
+
+def _is_nifti_name(path: Path) -> bool:
+    return path.name.lower().endswith(_NIFTI_SUFFIXES)
+
+
+# ----------------------------------------------------------------------------- NIfTI
+
+
+def read_nifti(path: str | Path) -> Volume:
+    """Read a 3D .nii / .nii.gz (scaling applied, NaN -> 0) and reorient it to RAS+."""
+    path = Path(path)
+    _check_exists(path)
+    try:
+        img = nib.load(path)
+        shape = tuple(int(s) for s in img.shape)
+        if len(shape) > 3 and any(s > 1 for s in shape[3:]):
+            raise AnomedError(
+                f"{path}: is a {len(shape)}D image of shape {shape} ({int(np.prod(shape[3:]))} "
+                "volumes); anomed reads one 3D volume. Fix: extract one volume, e.g. "
+                "`fslroi in.nii.gz vol0.nii.gz 0 1` or nibabel's `img.slicer[..., 0]`."
+            )
+        arr = img.get_fdata(dtype=np.float32)
+    except _NIFTI_ERRORS as exc:
+        raise AnomedError(
+            f"{path}: cannot read as NIfTI ({_reason(exc)}); the file is truncated, "
+            "corrupt or not NIfTI. Fix: re-export or re-download it."
+        ) from exc
+    if len(shape) < 2:
+        raise AnomedError(f"{path}: has shape {shape}, not a 3D volume. Fix: pass a 3D image.")
+    arr = arr.reshape(shape[:3] if len(shape) >= 3 else (*shape, 1))  # (X, Y, Z)
+    args = dict(source_shape=shape, path=path, kind="nifti", header=img.header)
+    return _canonical(args, arr, np.asarray(img.affine, np.float64))
+
+
+def write_nifti(path: str | Path, data: np.ndarray, volume: Volume) -> Path:
+    """Write a canonical (X, Y, Z) map in `volume`'s original orientation, shape and affine.
+
+    bool maps are written as uint8, anything else as float32. The file is written to a hidden
+    sibling first and renamed, so a crash never leaves half a file."""
+    path = Path(path)
+    if not _is_nifti_name(path):
+        raise AnomedError(f"{path}: output must end in .nii or .nii.gz. Fix: rename it.")
+    data = np.asarray(data)
+    if data.shape != volume.data.shape:
+        raise ValueError(f"map shape {data.shape} != volume shape {volume.data.shape}")
+    dtype = np.uint8 if data.dtype == np.bool_ else np.float32
+    back = ornt.ornt_transform(ornt.axcodes2ornt("RAS"), ornt.io_orientation(volume.source_affine))
+    arr = ornt.apply_orientation(data.astype(dtype), back).reshape(volume.source_shape)
+    img = _nifti_like(np.ascontiguousarray(arr), volume)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".partial-{path.name}")
+    try:
+        nib.save(img, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _nifti_like(arr: np.ndarray, volume: Volume) -> nib.Nifti1Image:
+    """A NIfTI image of `arr` with the volume's source affine and, for NIfTI input, its header
+    (units, xform codes) minus intensity scaling, display range and intent."""
+    hdr = volume.header
+    if isinstance(hdr, nib.Nifti1Header):  # Nifti2Header is a subclass
+        cls = nib.Nifti2Image if isinstance(hdr, nib.Nifti2Header) else nib.Nifti1Image
+        img = cls(arr, volume.source_affine, header=hdr.copy())
+        img.set_qform(volume.source_affine, int(hdr["qform_code"]) or 1)
+        img.set_sform(volume.source_affine, int(hdr["sform_code"]) or 1)
+        img.header.set_intent("none")
+    else:
+        img = nib.Nifti1Image(arr, volume.source_affine)
+        img.set_qform(volume.source_affine, 1)
+        img.set_sform(volume.source_affine, 1)
+        img.header.set_xyzt_units("mm")
+    img.set_data_dtype(arr.dtype)
+    img.header.set_slope_inter(None, None)
+    img.header["cal_min"], img.header["cal_max"] = 0, 0
+    img.header["descrip"] = b"anomed map"
+    return img
+
+
+# ----------------------------------------------------------------------------- DICOM
+
+
+@dataclass
+class _Slice:
+    """One 2D frame of a DICOM series, rescaled, with its geometry."""
+
+    pixels: np.ndarray  # (R, C) float32 after RescaleSlope / RescaleIntercept
+    position: np.ndarray | None  # (3,) ImagePositionPatient, LPS mm
+    orientation: np.ndarray | None  # (6,) row then column direction cosines, LPS
+    spacing: tuple[float, float]  # PixelSpacing: (between rows, between columns) mm
+    thickness: float | None  # SpacingBetweenSlices, else SliceThickness
+    number: int | None  # InstanceNumber (frame number within a multi-frame file)
+    window: tuple[float, float] | None
+
+
+def _first(value: Any) -> Any:
+    """The first item of a DICOM multi-value, or the value itself."""
+    return value[0] if isinstance(value, pydicom.multival.MultiValue) else value
+
+
+def _frame_value(ds: pydicom.Dataset, frame: int, seq: str, keyword: str) -> Any:
+    """`keyword` for one frame: from the per-frame, then shared functional group `seq`
+    (enhanced multi-frame files), else the top-level attribute; None when absent."""
+    per = ds.get("PerFrameFunctionalGroupsSequence")
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    groups = [per[frame]] if per is not None and frame < len(per) else []
+    groups += [shared[0]] if shared else []
+    for group in groups:
+        items = group.get(seq)
+        if items and keyword in items[0]:
+            return items[0][keyword].value
+    return ds[keyword].value if keyword in ds else None
+
+
+def _read_dicom_file(path: Path) -> pydicom.Dataset | None:
+    """The dataset, or None when the file is not DICOM; a broken DICOM file is an error."""
+    try:
+        return pydicom.dcmread(path)
+    except InvalidDicomError:
+        return None
+    except (OSError, EOFError, ValueError, TypeError, KeyError) as exc:
+        raise AnomedError(
+            f"{path}: DICOM file is truncated or corrupt ({_reason(exc)}). "
+            "Fix: re-export the series or remove the file."
+        ) from exc
+
+
+def _frames(path: Path, ds: pydicom.Dataset) -> np.ndarray:
+    """Decoded pixels (F, R, C) of one file."""
+    if not any(k in ds for k in _PIXEL_KEYWORDS):
+        raise AnomedError(
+            f"{path}: DICOM file has no pixel data (a report, presentation state or DICOMDIR?). "
+            "Fix: point at the image files of one series."
+        )
+    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+        raise AnomedError(f"{path}: colour DICOM is not a scan volume. Fix: pass a greyscale one.")
+    try:
+        pixels = ds.pixel_array
+    except Exception as exc:  # decoder plugins raise many types
+        syntax = ds.file_meta.get("TransferSyntaxUID", "unknown")
+        raise AnomedError(
+            f"{path}: cannot decode DICOM pixel data, transfer syntax {syntax} "
+            f"({_reason(exc)}). Fix: install a decoder (pip install pylibjpeg "
+            "pylibjpeg-libjpeg pylibjpeg-openjpeg) or decompress with `gdcmconv --raw`."
+        ) from exc
+    n = int(ds.get("NumberOfFrames", 1) or 1)
+    return pixels.reshape(n, *pixels.shape[-2:])
+
+
+def _slices_of(path: Path, ds: pydicom.Dataset) -> list[_Slice]:
+    frames, out = _frames(path, ds), []
+    for k, pixels in enumerate(frames):
+        slope = _frame_value(ds, k, "PixelValueTransformationSequence", "RescaleSlope")
+        inter = _frame_value(ds, k, "PixelValueTransformationSequence", "RescaleIntercept")
+        pos = _frame_value(ds, k, "PlanePositionSequence", "ImagePositionPatient")
+        orient = _frame_value(ds, k, "PlaneOrientationSequence", "ImageOrientationPatient")
+        spacing = _frame_value(ds, k, "PixelMeasuresSequence", "PixelSpacing")
+        step = _frame_value(ds, k, "PixelMeasuresSequence", "SpacingBetweenSlices")
+        step = step or _frame_value(ds, k, "PixelMeasuresSequence", "SliceThickness")
+        center = _frame_value(ds, k, "FrameVOILUTSequence", "WindowCenter")
+        width = _frame_value(ds, k, "FrameVOILUTSequence", "WindowWidth")
+        number = ds.get("InstanceNumber") if len(frames) == 1 else k + 1
+        win = None if center is None or width is None else (_first(center), _first(width))
+        scaled = pixels.astype(np.float64) * float(1.0 if slope is None else slope)
+        out.append(
+            _Slice(
+                pixels=(scaled + float(inter or 0.0)).astype(np.float32),
+                position=None if pos is None else np.array(pos, np.float64),
+                orientation=None if orient is None else np.array(orient, np.float64),
+                spacing=tuple(float(s) for s in (spacing or ds.get("ImagerPixelSpacing", [1, 1]))),
+                thickness=float(step) if step else None,
+                number=None if number is None else int(number),
+                window=None if win is None else (float(win[0]), float(win[1])),
+            )
+        )
+    per = ds.get("PerFrameFunctionalGroupsSequence")
+    if len(out) > 1 and not (per and "PlanePositionSequence" in per[0]):
+        _spread_frames(out)
+    return out
+
+
+def _spread_frames(slices: list[_Slice]) -> None:
+    """A legacy multi-frame file gives one position for all its frames: place frame k at
+    k slice thicknesses along the normal."""
+    first = slices[0]
+    if first.position is None:
+        return
+    orient = _AXIAL if first.orientation is None else first.orientation
+    normal, origin = np.cross(orient[:3], orient[3:]), first.position
+    for k, s in enumerate(slices):
+        s.position = origin + k * (s.thickness or 1.0) * normal
+
+
+def _order(slices: list[_Slice], source: Path) -> tuple[list[_Slice], np.ndarray]:
+    """Slices sorted along the slice normal (else by InstanceNumber) and the normal (3,)."""
+    orients = [s.orientation for s in slices]
+    if any(o is None for o in orients):
+        warnings.warn(f"{source}: no ImageOrientationPatient; assuming axial.", stacklevel=3)
+        orient = _AXIAL
+    else:
+        orient = orients[0]
+        if not all(np.allclose(o, orient, atol=1e-3) for o in orients):
+            raise AnomedError(
+                f"{source}: the slices have different orientations (a localizer series?). "
+                "Fix: point at a series of parallel slices."
+            )
+    normal = np.cross(orient[:3], orient[3:])
+    if all(s.position is not None for s in slices):
+        keys = [float(s.position @ normal) for s in slices]
+    elif all(s.number is not None for s in slices):
+        keys = [float(s.number) for s in slices]
+    else:
+        keys = list(range(len(slices)))
+    order = np.argsort(keys, kind="stable")
+    return [slices[i] for i in order], normal
+
+
+def _slice_step(slices: list[_Slice], normal: np.ndarray, source: Path) -> np.ndarray:
+    """World (LPS) vector from one slice to the next."""
+    if len(slices) < 2 or any(s.position is None for s in slices):
+        return normal * (slices[0].thickness or 1.0)
+    gaps = np.diff([float(s.position @ normal) for s in slices])
+    if gaps.min() < 1e-3:
+        raise AnomedError(
+            f"{source}: several slices share one position, so the series holds more than one "
+            "volume (echoes, time points, b-values). Fix: split it, e.g. with dcm2niix, and "
+            "pass one volume."
+        )
+    if gaps.max() - gaps.min() > 0.1 * np.median(gaps):
+        warnings.warn(f"{source}: uneven slice gaps {gaps.min():.3g}-{gaps.max():.3g} mm; "
+                      "using the mean spacing.", stacklevel=3)  # fmt: skip
+    return (slices[-1].position - slices[0].position) / (len(slices) - 1)
+
+
+def _assemble(slices: list[_Slice], source: Path) -> tuple[np.ndarray, np.ndarray, _Slice]:
+    """Stack slices into (C, R, S); return it, its RAS affine and the first sorted slice."""
+    if len({s.pixels.shape for s in slices}) > 1:
+        raise AnomedError(f"{source}: the slices differ in size. Fix: pass one series.")
+    slices, normal = _order(slices, source)
+    first = slices[0]
+    orient = _AXIAL if first.orientation is None else first.orientation
+    lps = np.eye(4)
+    lps[:3, 0] = orient[:3] * first.spacing[1]  # along a row: column index, column spacing
+    lps[:3, 1] = orient[3:] * first.spacing[0]  # down a column: row index, row spacing
+    lps[:3, 2] = _slice_step(slices, normal, source)
+    lps[:3, 3] = np.zeros(3) if first.position is None else first.position
+    arr = np.stack([s.pixels for s in slices]).transpose(2, 1, 0)  # (S, R, C) -> (C, R, S)
+    return arr, _LPS_TO_RAS @ lps, first
+
+
+def _walk_files(folder: Path) -> list[Path]:
+    """Files under `folder`, recursively, sorted, hidden ones skipped."""
+    files = (p for p in folder.rglob("*") if p.is_file())
+    return sorted(p for p in files if not any(s[0] == "." for s in p.relative_to(folder).parts))
+
+
+def _series_datasets(folder: Path, series_uid: str | None) -> list[tuple[Path, pydicom.Dataset]]:
+    """The (file, dataset) pairs of the one series in `folder` (or of `series_uid`)."""
+    groups: dict[str, list[tuple[Path, pydicom.Dataset]]] = {}
+    for path in _walk_files(folder):
+        ds = _read_dicom_file(path)
+        if ds is not None and "DirectoryRecordSequence" not in ds:  # skip DICOMDIR
+            groups.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append((path, ds))
+    if not groups:
+        raise AnomedError(
+            f"{folder}: no DICOM files found (files with the 'DICM' marker). "
+            "Fix: point at a folder of DICOM slices, a .dcm file or a .nii/.nii.gz file."
+        )
+    if series_uid is not None and series_uid in groups:
+        return groups[series_uid]
+    if series_uid is None and len(groups) == 1:
+        return next(iter(groups.values()))
+    listing = "; ".join(
+        f"{uid or '(no SeriesInstanceUID)'} {str(items[0][1].get('SeriesDescription', ''))!r} "
+        f"({len(items)} files, e.g. {items[0][0].relative_to(folder)})"
+        for uid, items in list(groups.items())[:10]
+    )
+    what = f"has no series {series_uid!r}" if series_uid else f"holds {len(groups)} series"
+    raise AnomedError(
+        f"{folder}: {what}: {listing}. Fix: point at one series' folder or pass series_uid=."
+    )
+
+
+def read_dicom_series(path: str | Path, series_uid: str | None = None) -> Volume:
+    """Read a DICOM volume: a multi-frame or single-slice file, or a folder (searched
+    recursively; non-DICOM files ignored) holding one series, or `series_uid` among several.
+
+    Slices are sorted by ImagePositionPatient along the slice normal (else InstanceNumber),
+    rescaled with RescaleSlope/Intercept, and placed with an LPS -> RAS affine built from
+    ImagePositionPatient, ImageOrientationPatient, PixelSpacing and the slice step."""
+    path = Path(path)
+    _check_exists(path)
+    if path.is_dir():
+        datasets = _series_datasets(path, series_uid)
+    else:
+        ds = _read_dicom_file(path)
+        if ds is None:
+            raise AnomedError(f"{path}: not a DICOM file (no 'DICM' marker). Fix: check the path.")
+        datasets = [(path, ds)]
+    if len(datasets) > 1 and any(int(d.get("NumberOfFrames", 1) or 1) > 1 for _, d in datasets):
+        raise AnomedError(f"{path}: a series of several multi-frame files. Fix: pass one file.")
+    slices = [s for f, ds in datasets for s in _slices_of(f, ds)]
+    arr, affine, first = _assemble(slices, path)
+    ds = datasets[0][1]
+    args = dict(
+        source_shape=arr.shape,
+        path=path,
+        kind="dicom",
+        modality=str(ds.get("Modality", "")),
+        window=first.window,
+        series_uid=str(ds.get("SeriesInstanceUID", "")),
+    )
+    return _canonical(args, arr, affine)
+
+
+# ----------------------------------------------------------------------------- dispatch
+
+
+def _looks_dicom(path: Path) -> bool:
+    """By name (.dcm, ...), else by the 'DICM' marker at byte 128 of an extension-less file."""
+    name = path.name.lower()
+    if name.endswith(_DICOM_SUFFIXES):
+        return True
+    if path.suffix.lower() in IMAGE_EXTENSIONS or name.endswith(_NIFTI_SUFFIXES):
+        return False
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
+def is_volume_path(path: str | Path) -> bool:
+    """True for .nii / .nii.gz / .dcm files, DICOM files without extension and folders that
+    contain DICOM files."""
+    path = Path(path)
+    if path.is_dir():
+        return any(_looks_dicom(p) for p in _walk_files(path))
+    return _is_nifti_name(path) or (path.is_file() and _looks_dicom(path))
+
+
+def find_volumes(root: str | Path) -> list[Path]:
+    """The volumes under a folder: every NIfTI file and every folder directly holding DICOM
+    files (one series folder each); `[root]` when `root` is itself a volume path."""
+    root = Path(root)
+    if not root.is_dir():
+        return [root] if is_volume_path(root) else []
+    files = _walk_files(root)
+    found = {p for p in files if _is_nifti_name(p)}
+    found |= {p.parent for p in files if _looks_dicom(p)}
+    return sorted(found)
+
+
+def read_volume(path: str | Path, series_uid: str | None = None) -> Volume:
+    """Read a NIfTI file, a DICOM file or a DICOM series folder, by its name / contents."""
+    path = Path(path)
+    _check_exists(path)
+    if _is_nifti_name(path):
+        return read_nifti(path)
+    if path.is_dir() or _looks_dicom(path):
+        return read_dicom_series(path, series_uid)
+    raise AnomedError(
+        f"{path}: not a volume. Fix: pass a .nii/.nii.gz file, a DICOM file or a DICOM folder."
+    )
+
+
+def read_mask_volume(path: str | Path, like: Volume | None = None) -> np.ndarray:
+    """A lesion mask volume as canonical bool (X, Y, Z): voxels > 0.5 (0/1, 0/255 and label
+    maps alike). With `like`, its grid must match (same canonical shape and affine)."""
+    mask = read_volume(path)
+    if like is not None:
+        same = mask.data.shape == like.data.shape
+        if not same or not np.allclose(mask.affine, like.affine, atol=1e-3):
+            raise AnomedError(
+                f"{mask.path}: mask grid (shape {mask.data.shape}) does not match {like.path} "
+                f"(shape {like.data.shape}) or its affine. Fix: resample the mask to the scan."
+            )
+    return mask.data > 0.5
+
+
+# ----------------------------------------------------------------------------- intensities
+
+
+def window(
+    data: np.ndarray,
+    center: float | None = None,
+    width: float | None = None,
+    percentiles: tuple[float, float] = (0.5, 99.5),
+) -> np.ndarray:
+    """Map intensities to float32 [0, 1]: the linear window [center - width/2, center + width/2]
+    when both are given (width > 0), else the clip between the volume's `percentiles`.
+    A constant volume becomes all zeros; NaN becomes 0."""
+    data = np.asarray(data, np.float32)
+    if center is not None and width is not None and width > 0:
+        lo, hi = center - width / 2, center + width / 2
+    else:
+        finite = data[np.isfinite(data)]
+        if finite.size == 0:
+            return np.zeros(data.shape, np.float32)
+        lo, hi = (float(v) for v in np.percentile(finite, percentiles))
+    if hi <= lo:
+        return (data > lo).astype(np.float32)
+    out = np.clip((data - np.float32(lo)) / np.float32(hi - lo), 0, 1)
+    return np.nan_to_num(out, nan=0.0).astype(np.float32)
+
+
+def normalize_volume(
+    volume: Volume, percentiles: tuple[float, float] = (0.5, 99.5), use_header: bool = True
+) -> Volume:
+    """A copy with data in [0, 1]: the DICOM header's window if present (and `use_header`),
+    else the per-volume percentile clip."""
+    center, width = volume.window if (use_header and volume.window) else (None, None)
+    return replace(volume, data=window(volume.data, center, width, percentiles))
+
+
+# ----------------------------------------------------------------------------- slicing
+
+
+def _check_view(view: str) -> tuple[int, int, int]:
+    if view not in _PERMS:
+        raise AnomedError(f"unknown view {view!r}. Fix: use one of {VIEWS}.")
+    return _PERMS[view]
+
+
+def slice_volume(data: np.ndarray, view: str) -> np.ndarray:
+    """Canonical (X, Y, Z) -> slices (S, H, W) of `view` in the display convention of the
+    module docstring (axial (Z, Y, X), sagittal (X, Z, Y), coronal (Y, Z, X))."""
+    perm = _check_view(view)
+    if np.ndim(data) != 3:
+        raise ValueError(f"expected a 3D (X, Y, Z) array, got shape {np.shape(data)}")
+    return np.ascontiguousarray(np.flip(np.transpose(data, perm), (1, 2)))
+
+
+def stack_slices(slices: np.ndarray, view: str, shape: tuple[int, int, int]) -> np.ndarray:
+    """The exact inverse of `slice_volume`: slices (S, H, W) of `view` -> (X, Y, Z) `shape`."""
+    perm = _check_view(view)
+    slices = np.asarray(slices)
+    expected = tuple(shape[p] for p in perm)
+    if slices.shape != expected:
+        raise ValueError(f"{view} slices of a {tuple(shape)} volume are {expected}, "
+                         f"got {slices.shape}")  # fmt: skip
+    return np.ascontiguousarray(np.transpose(np.flip(slices, (1, 2)), np.argsort(perm)))
+
+
+def nonempty_slices(
+    data: np.ndarray, view: str, min_fraction: float = 0.01, level: float = 0.1
+) -> np.ndarray:
+    """bool (S,): slices of `view` where at least `min_fraction` of the voxels exceed `level`
+    of the volume's robust range (min to 99.5th percentile), i.e. slices showing anatomy."""
+    axis = _check_view(view)[0]
+    data = np.nan_to_num(np.asarray(data, np.float32), nan=0.0)
+    lo, hi = float(data.min()), float(np.percentile(data, 99.5))
+    if hi <= lo:
+        return np.zeros(data.shape[axis], bool)
+    foreground = data > lo + level * (hi - lo)
+    others = tuple(a for a in range(3) if a != axis)
+    return foreground.mean(axis=others) >= min_fraction
