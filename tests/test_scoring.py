@@ -34,3 +34,24 @@ def test_smoothing_keeps_constants_and_spreads_peaks():
     peak[0, 4, 4] = 1.0
     out = gaussian_smooth(peak, 1.0)
     assert out[0, 4, 4] < 1.0 and out[0, 4, 5] > 0 and abs(float(out.sum()) - 1.0) < 1e-3
+
+
+def test_window_subsets_cover_the_grid():
+    from anomed.scoring import window_subsets
+
+    subsets = window_subsets((3, 4), 2)
+    assert subsets.shape == (2 * 3, 4)
+    assert subsets[0].tolist() == [0, 1, 4, 5] and subsets[-1].tolist() == [6, 7, 10, 11]
+
+
+def test_harmonic_aggregation_by_hand():
+    from anomed.scoring import harmonic_aggregate, harmonic_mean
+
+    subsets = torch.tensor([[0, 1], [1, 2]])  # patch 1 is in both windows
+    scores = torch.tensor([[0.5, 0.25]])
+    out = harmonic_aggregate(scores, subsets, n_patches=4)
+    expected = torch.tensor([[0.5, 2 / (2 + 4), 0.25, 0.0]])
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(
+        harmonic_mean([torch.tensor(0.5), torch.tensor(0.25)]), torch.tensor(2 / 6)
+    )

@@ -155,3 +155,24 @@ class MemoryBank:
             raise ValueError(f"memory bank tensors lack {missing}; found {sorted(state)}")
         code = state.get("distance", state.get("metric", torch.tensor(0)))
         return cls([state[f"layer{i}"] for i in range(n)], DISTANCES[int(code)])
+
+
+def banks_state(banks: dict[str, MemoryBank | None]) -> dict[str, Tensor]:
+    """Flatten named banks into checkpoint tensors ("<name>.<key>")."""
+    state: dict[str, Tensor] = {}
+    for name, bank in banks.items():
+        if bank is not None:
+            state.update({f"{name}.{k}": v for k, v in bank.to_tensors().items()})
+    return state
+
+
+def split_banks_state(
+    state: dict[str, Tensor], names: list[str]
+) -> tuple[dict[str, MemoryBank | None], dict[str, Tensor]]:
+    """Inverse of `banks_state`: (the named banks or None, the remaining entries)."""
+    banks: dict[str, MemoryBank | None] = {}
+    rest = dict(state)
+    for name in names:
+        part = {k[len(name) + 1 :]: rest.pop(k) for k in list(rest) if k.startswith(name + ".")}
+        banks[name] = MemoryBank.from_tensors(part) if part else None
+    return banks, rest

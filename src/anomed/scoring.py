@@ -55,3 +55,33 @@ def gaussian_smooth(maps: Tensor, sigma: float) -> Tensor:
     out = F.conv2d(F.pad(out, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
     out = F.conv2d(F.pad(out, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1))
     return out.squeeze(1)
+
+
+def window_subsets(grid: tuple[int, int], size: int, stride: int = 1) -> Tensor:
+    """Patch indices (W, size*size) of every size x size window on the patch grid (row-major)."""
+    h, w = grid
+    idx = torch.arange(h * w).reshape(h, w)
+    rows = range(0, h - size + 1, stride)
+    cols = range(0, w - size + 1, stride)
+    return torch.stack([idx[r : r + size, c : c + size].reshape(-1) for r in rows for c in cols])
+
+
+def harmonic_aggregate(
+    window_scores: Tensor, subsets: Tensor, n_patches: int, eps: float = 1e-6
+) -> Tensor:
+    """Per patch, the harmonic mean of the scores of the windows covering it (WinCLIP).
+
+    window_scores: (B, W) in (0, 1]; subsets: (W, K) -> (B, N). Patches no window covers get 0.
+    """
+    b = window_scores.shape[0]
+    inv = (1.0 / window_scores.clamp_min(eps)).repeat_interleave(subsets.shape[1], dim=1)
+    index = subsets.reshape(-1).to(window_scores.device).expand(b, -1)
+    total = window_scores.new_zeros(b, n_patches).scatter_add_(1, index, inv)
+    count = window_scores.new_zeros(b, n_patches).scatter_add_(1, index, torch.ones_like(inv))
+    return torch.where(count > 0, count / total.clamp_min(eps), torch.zeros_like(total))
+
+
+def harmonic_mean(values: Sequence[Tensor], eps: float = 1e-6) -> Tensor:
+    """Element-wise harmonic mean of equally shaped tensors."""
+    inv = torch.stack([1.0 / v.clamp_min(eps) for v in values])
+    return len(values) / inv.sum(dim=0)

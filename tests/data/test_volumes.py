@@ -180,26 +180,38 @@ def test_rescale_and_geometry_follow_the_header(tmp_path):
     assert vol.data[i, j, k] == ds.pixel_array[0, 0] * 2.0 - 1024.0
 
 
-def test_single_file_and_multiframe_file(tmp_path):
-    files, data, _ = _series(tmp_path / "s", rescale=(1.0, 0.0), data=np.round(_canonical_data()))
-    single = read_volume(files[2])
-    assert single.data.shape == (SHAPE[0], SHAPE[1], 1)
-    assert np.array_equal(single.data[..., 0], data[..., 2])
-    frames = [pydicom.dcmread(f) for f in files][::-1]  # frames stored superior -> inferior
+def _multiframe(frames: list, per_frame_positions: bool) -> pydicom.Dataset:
+    """One multi-frame dataset from single-frame ones (enhanced-style positions or legacy)."""
     ds = frames[0]
     ds.NumberOfFrames = len(frames)
     ds.PixelData = b"".join(f.PixelData for f in frames)
-    per_frame = []
-    for f in frames:
-        pos = Dataset()
-        pos.ImagePositionPatient = f.ImagePositionPatient
-        item = Dataset()
-        item.PlanePositionSequence = Sequence([pos])
-        per_frame.append(item)
-    ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
-    ds.save_as(tmp_path / "multi.dcm", enforce_file_format=True)
-    vol = read_volume(tmp_path / "multi.dcm")
-    assert np.array_equal(vol.data, data)
+    if per_frame_positions:
+        items = []
+        for f in frames:
+            pos, item = Dataset(), Dataset()
+            pos.ImagePositionPatient = f.ImagePositionPatient
+            item.PlanePositionSequence = Sequence([pos])
+            items.append(item)
+        ds.PerFrameFunctionalGroupsSequence = Sequence(items)
+    return ds
+
+
+def test_single_file_and_multiframe_files(tmp_path):
+    files, data, affine = _series(
+        tmp_path / "s", rescale=(1.0, 0.0), data=np.round(_canonical_data())
+    )
+    single = read_volume(files[2])
+    assert single.data.shape == (SHAPE[0], SHAPE[1], 1)
+    assert np.array_equal(single.data[..., 0], data[..., 2])
+    # enhanced style: a position per frame, frames stored superior -> inferior
+    frames = [pydicom.dcmread(f) for f in files][::-1]
+    _multiframe(frames, True).save_as(tmp_path / "multi.dcm", enforce_file_format=True)
+    assert np.array_equal(read_volume(tmp_path / "multi.dcm").data, data)
+    # legacy: one position (the first frame's), frames a slice thickness apart
+    frames = [pydicom.dcmread(f) for f in files]
+    _multiframe(frames, False).save_as(tmp_path / "legacy.dcm", enforce_file_format=True)
+    vol = read_volume(tmp_path / "legacy.dcm")
+    assert np.array_equal(vol.data, data) and np.allclose(vol.affine, affine)
 
 
 def test_window_from_header_and_from_percentiles(tmp_path):
@@ -240,6 +252,14 @@ def test_dicom_without_pixel_data_is_named(tmp_path):
     files, _, _ = _series(tmp_path / "s")
     _rewrite(files[2], PixelData=None)
     with pytest.raises(AnomedError, match=rf"{files[2].name}: DICOM file has no pixel data"):
+        read_dicom_series(tmp_path / "s")
+
+
+def test_truncated_dicom_is_named(tmp_path):
+    files, _, _ = _series(tmp_path / "s")
+    with open(files[1], "r+b") as f:
+        f.truncate(files[1].stat().st_size - 20)  # cut into the pixel data
+    with pytest.raises(AnomedError, match=rf"{files[1].name}: .*Fix: the file is truncated"):
         read_dicom_series(tmp_path / "s")
 
 

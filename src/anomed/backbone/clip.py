@@ -280,6 +280,25 @@ class FrozenCLIP(nn.Module):
         out = self.visual.ln_post(tokens)
         return out @ self.visual.proj if self.visual.proj is not None else out
 
+    def encode_token_subsets(self, images: Tensor, subsets: Tensor, chunk: int = 256) -> Tensor:
+        """Embeddings of image windows: CLS plus only the patches of each subset, run through the
+        whole tower (WinCLIP's masked windows). subsets: (W, K) patch indices -> (B, W, D)."""
+        v = self.visual
+        x = v.conv1(self.normalize(images).to(v.conv1.weight.dtype)).flatten(2).transpose(1, 2)
+        pos = v.positional_embedding.to(x.dtype)
+        x = x + pos[1:]  # (B, N, C) patches with their positions
+        cls = (v.class_embedding.to(x.dtype) + pos[0]).expand(x.shape[0], 1, -1)
+        out = []
+        for part in subsets.to(x.device).split(chunk):  # (w, K) windows at a time
+            tokens = x[:, part]  # (B, w, K, C)
+            b, w, k, c = tokens.shape
+            seq = torch.cat([cls.unsqueeze(1).expand(b, w, 1, c), tokens], dim=2)
+            seq = v.ln_pre(seq.reshape(b * w, k + 1, c))
+            for block in v.transformer.resblocks:
+                seq = block(seq)
+            out.append(self._pool(seq).reshape(b, w, -1))
+        return torch.cat(out, dim=1)
+
     # ---- text -----------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> Tensor:
         """texts -> token ids (T, L)."""

@@ -16,7 +16,8 @@ Test lesions are additive opacities, unlike SAS's gamma change (`anomed.synthesi
 detector trained on SAS must generalise: a *consolidation* (patchy opacity filling part of one
 lung zone, sharply bounded by the zone's edge like a fissure), a *nodule* (small round opacity),
 and a *pleural effusion* (homogeneous opacity at one lung base with a meniscus rising laterally).
-A lesion's mask is where its blending weight is at least one half, always inside one lung field.
+A lesion changes exactly the pixels of its mask (edge pixels at least half covered), always inside
+one lung field.
 
 Synthetic data for testing the pipeline, nothing more.
 """
@@ -40,6 +41,12 @@ LESION_KINDS = ("consolidation", "nodule", "effusion")
 LAYOUTS = ("folder", "data-json")
 ZONES = ("upper", "middle", "lower")  # lung thirds between apex and dome, per side
 CLSNAME = "chest"
+_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+_LAYOUT_FILES = {
+    "folder": "Files: train/normal/, test/normal/, test/abnormal/, test/masks/<stem>_mask.png.\n",
+    "data-json": 'Files: images/*.png listed in data.json as {"train": {"0": [...]}, "test": '
+    '{"0": [...], "1": [...]}};\nmasks/<same name> for abnormal films (an anomed extension).\n',
+}
 
 
 @dataclass(frozen=True)
@@ -107,7 +114,7 @@ def _sample_chest(rng: np.random.Generator, size: int) -> _Chest:
         domes=domes,
         dome_curve=float(rng.uniform(2.0, 3.0)),
         mediastinum=float(rng.uniform(0.05, 0.07)),
-        heart=_floats(rng.uniform([0.03, -0.09, 0.15, 0.12, 0.3], [0.07, -0.06, 0.19, 0.155, 0.5])),
+        heart=_floats(rng.uniform([0.04, -0.09, 0.17, 0.12, 0.2], [0.08, -0.06, 0.21, 0.15, 0.4])),
         body=_floats(rng.uniform([0.08, 0.46], [0.1, 0.52])),
         ribs=_floats(rng.uniform([0.13, 0.052, 0.01], [0.16, 0.058, 0.013])),
         levels=_floats(rng.uniform([0.02, 0.48, 0.12, 0.66, 0.58], [0.06, 0.58, 0.2, 0.76, 0.66])),
@@ -152,8 +159,8 @@ def _ellipse(x, y, centre, axes, angle=0.0) -> np.ndarray:
 
 def _dome(c: _Chest, x: np.ndarray, side: int) -> np.ndarray:
     """Height y of the hemidiaphragm at x on one side (-1 image left, +1 image right)."""
-    peak = 0.5 + side * c.lung[0]
-    return c.domes[(side + 1) // 2] + c.dome_curve * (x - peak) ** 2
+    lateral = side * (x - 0.5) - c.lung[0]  # > 0 beyond the dome's peak
+    return c.domes[(side + 1) // 2] + c.dome_curve * lateral**2 * np.where(lateral > 0, 1, 0.25)
 
 
 def _heart_sd(c: _Chest, x, y) -> np.ndarray:
@@ -225,17 +232,17 @@ def _soft_tissue(c: _Chest, x, y, eps: float) -> np.ndarray:
     background, soft, lung_level, medi, abdomen = c.levels
     d = np.abs(x - 0.5)
     neck, chest = c.body
-    t = np.clip((y - 0.03) / 0.13, 0, 1)
+    t = np.clip(y / 0.17, 0, 1)
     half_width = neck + (chest - neck) * t * t * (3 - 2 * t)  # neck widening to the shoulders
     body = _ramp(d - half_width, eps)
     image = background + body * (soft * (1 - 0.25 * (d / half_width) ** 4) - background)
     dome = np.where(x < 0.5, _dome(c, x, -1), _dome(c, x, 1))
     image += body * _ramp(dome - y, 2 * eps) * (abdomen - soft)
-    bubble = _ellipse(x, y, (0.67, _dome(c, np.float32(0.67), 1) + 0.05), c.bubble)
+    bubble = _ellipse(x, y, (0.5 + c.lung[0], c.domes[1] + c.bubble[1] + 0.02), c.bubble)
     image -= 0.6 * _ramp(bubble, 3 * eps) * (abdomen - lung_level)
     mediastinum = _ramp(d - c.mediastinum - 0.005, 2 * eps) * _ramp(0.02 - y, 4 * eps)
     mediastinum = np.maximum(mediastinum, _ramp(_heart_sd(c, x, y), eps))
-    image += mediastinum * body * (medi - image)
+    image += mediastinum * _ramp(y - dome, 2 * eps) * body * (medi - image)  # rests on the domes
     trachea = _ramp(np.abs(x - 0.5) - 0.012, eps) * _ramp(y - c.lung[3] + 0.22, 4 * eps)
     return image - 0.15 * trachea
 
@@ -286,14 +293,15 @@ def _smooth_field(rng: np.random.Generator, size: int, sigma_px: float) -> np.nd
     return (field - field.mean()) / max(float(field.std()), 1e-6)
 
 
-def _side(rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
-    """One lung field, image left or right at random: bool (H, W)."""
-    return (labels > 0) & ((labels - 1) // 3 == rng.integers(2))
+def _side(rng: np.random.Generator, labels: np.ndarray) -> tuple[int, np.ndarray]:
+    """A random side (0 image left, 1 image right) and its lung field, bool (H, W)."""
+    side = int(rng.integers(2))
+    return side, (labels > 0) & ((labels - 1) // 3 == side)
 
 
 def _nodule(rng: np.random.Generator, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(weight, extent) (H, W) of a small round opacity, denser at its centre, inside one lung."""
-    size, lung = labels.shape[0], _side(rng, labels)
+    """(weight, mask) (H, W) of a small round opacity, denser at its centre, inside one lung."""
+    size, (_, lung) = labels.shape[0], _side(rng, labels)
     depth = cv2.distanceTransform(lung.astype(np.uint8), cv2.DIST_L2, 5)
     radius = float(rng.uniform(0.015, 0.04) * size)
     while not (depth >= radius + 2).any() and radius > 1.5:
@@ -302,13 +310,16 @@ def _nodule(rng: np.random.Generator, labels: np.ndarray) -> tuple[np.ndarray, n
     pick = rng.integers(len(rows))
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     r = np.hypot(yy - rows[pick], xx - cols[pick])
-    wobble = 1 + 0.08 * np.cos(3 * np.arctan2(yy - rows[pick], xx - cols[pick]) + rng.uniform(0, 7))
+    wobble = 1 + 0.08 * np.cos(
+        3 * np.arctan2(yy - rows[pick], xx - cols[pick]) + rng.uniform(0, 2 * np.pi)
+    )
     extent = _ramp(r - radius * wobble, 1.5) * lung
-    return extent * (1 - 0.3 * np.clip(r / radius, 0, 1) ** 2), extent
+    mask = extent >= 0.5
+    return extent * (1 - 0.3 * np.clip(r / radius, 0, 1) ** 2) * mask, mask
 
 
 def _consolidation(rng: np.random.Generator, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(weight, extent) (H, W) of a patchy opacity centred in one lung zone; half of them stop
+    """(weight, mask) (H, W) of a patchy opacity centred in one lung zone; half of them stop
     sharply at the zone's upper edge, as lobar pneumonia stops at a fissure."""
     size = labels.shape[0]
     codes = [code for code in range(1, 7) if (labels == code).sum() > 0.002 * size * size]
@@ -321,18 +332,17 @@ def _consolidation(rng: np.random.Generator, labels: np.ndarray) -> tuple[np.nda
     lung = (labels > 0) & ((labels - 1) // 3 == (code - 1) // 3)
     if rng.random() < 0.5:
         lung &= labels >= code
-    region = (falloff + 0.6 * _smooth_field(rng, size, 0.035 * size) > 0) & lung
+    region = (falloff + 0.6 * _smooth_field(rng, size, 0.035 * size) > 0) | (falloff > 0.6)
+    region = cv2.morphologyEx((region & lung).astype(np.uint8), cv2.MORPH_OPEN, _CROSS) > 0
     region[rows[pick], cols[pick]] = True  # never empty
-    extent = cv2.GaussianBlur(region.astype(np.float32), (0, 0), 1.0) * lung
+    edge = cv2.GaussianBlur(region.astype(np.float32), (5, 5), 0.8)  # fades in at the border
     patchy = np.clip(0.7 + 0.3 * _smooth_field(rng, size, 0.02 * size), 0.3, 1.0)
-    return extent * patchy, extent
+    return edge * patchy * region, region
 
 
 def _effusion(rng: np.random.Generator, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(weight, extent) (H, W) of fluid at one lung base, its surface rising laterally."""
-    size = labels.shape[0]
-    side = int(rng.integers(2))
-    lung = (labels > 0) & ((labels - 1) // 3 == side)
+    """(weight, mask) (H, W) of fluid at one lung base, its surface rising laterally."""
+    size, (side, lung) = labels.shape[0], _side(rng, labels)
     rows = np.arange(size, dtype=np.float32)[:, None]  # (H, 1)
     has = lung.any(axis=0)
     bottom = np.where(has, size - 1 - np.argmax(lung[::-1], axis=0), 0).astype(np.float32)
@@ -342,7 +352,8 @@ def _effusion(rng: np.random.Generator, labels: np.ndarray) -> tuple[np.ndarray,
     height = rng.uniform(0.05, 0.12) * size + rng.uniform(0.03, 0.07) * size * t**1.5
     surface = bottom.max() - height  # (W,) fluid surface row
     extent = (np.clip((rows - surface) / 3.0 + 0.5, 0, 1) * lung).astype(np.float32)
-    return 0.95 * extent, extent
+    mask = extent >= 0.5
+    return 0.95 * extent * mask, mask
 
 
 _LESIONS = {"nodule": _nodule, "consolidation": _consolidation, "effusion": _effusion}
@@ -352,14 +363,13 @@ _LEVELS = {"nodule": (0.25, 0.38), "consolidation": (0.5, 0.62), "effusion": (0.
 def _add_lesion(
     rng: np.random.Generator, image: np.ndarray, labels: np.ndarray, kind: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Paint one lesion of `kind` on the attenuation image; return it and the lesion mask
-    (extent >= 1/2). A nodule adds its level; the other kinds blend towards theirs."""
-    weight, extent = _LESIONS[kind](rng, labels)
+    """Paint one lesion of `kind` on the attenuation image; return it and the lesion mask.
+    A nodule adds its level; the other kinds blend towards theirs."""
+    weight, mask = _LESIONS[kind](rng, labels)
     level = float(rng.uniform(*_LEVELS[kind]))
     painted = image + level * weight if kind == "nodule" else image + weight * (level - image)
-    mask = extent >= 0.5
     if not mask.any():  # a lesion squeezed into a sliver of lung: keep its strongest pixel
-        mask[np.unravel_index(np.argmax(extent), extent.shape)] = True
+        mask[np.unravel_index(np.argmax(weight), weight.shape)] = True
     return painted.astype(np.float32), mask
 
 
@@ -500,19 +510,13 @@ def _check(n_train, n_normal, n_abnormal, size, seed, layout, kinds) -> None:
 
 
 def _readme(layout: str, seed: int, size: int, counts: tuple[int, int, int], kinds) -> str:
-    files = {
-        "folder": "train/normal/, test/normal/, test/abnormal/ (PNG); test/masks/<stem>_mask.png",
-        "data-json": 'images/*.png listed in data.json ({"train": {"0": [...]}, "test": {"0": '
-        '[...], "1": [...]}});\nmasks/<same name> for abnormal films (an anomed extension)',
-    }[layout]
     return (
-        "anomed synthetic chest-film phantom dataset (not patient data)\n"
-        "Written by anomed.data.phantom_chest.write_chest_phantoms.\n"
-        f"layout: {layout}\nseed: {seed}\nsize: {size}\n"
-        f"training films: {counts[0]} normal; test films: {counts[1]} normal, {counts[2]} "
-        f"abnormal with one lesion each, kinds cycled: {', '.join(kinds)}\n"
-        f"files: {files}\n"
-        "masks: 255 = lesion (where its blending weight is at least 1/2), always in one lung.\n"
+        "anomed synthetic chest-film phantom dataset (not patient data), written by\n"
+        f"anomed.data.phantom_chest.write_chest_phantoms (layout {layout}, seed {seed}, size "
+        f"{size}).\n{counts[0]} normal training films; {counts[1]} normal and {counts[2]} abnormal "
+        f"test films, one lesion each, kinds cycled: {', '.join(kinds)}.\n"
+        + _LAYOUT_FILES[layout]
+        + "Masks: 255 = lesion, exactly the pixels it changes, always in one lung field.\n"
         "The patient's left is on the image's right (the heart bulges to the right).\n"
         "The same arguments give byte-identical files.\n"
     )

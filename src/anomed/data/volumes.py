@@ -225,11 +225,16 @@ def _frames(path: Path, ds: pydicom.Dataset) -> np.ndarray:
     try:
         pixels = ds.pixel_array
     except Exception as exc:  # decoder plugins raise many types
-        syntax = ds.file_meta.get("TransferSyntaxUID", "unknown")
+        syntax = ds.file_meta.get("TransferSyntaxUID")
+        fix = (
+            "install a decoder (pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg) or "
+            "decompress with `gdcmconv --raw`"
+            if syntax is not None and syntax.is_compressed
+            else "the file is truncated or corrupt; re-export the series or remove it"
+        )
         raise AnomedError(
             f"{path}: cannot decode DICOM pixel data, transfer syntax {syntax} "
-            f"({_reason(exc)}). Fix: install a decoder (pip install pylibjpeg "
-            "pylibjpeg-libjpeg pylibjpeg-openjpeg) or decompress with `gdcmconv --raw`."
+            f"({_reason(exc)}). Fix: {fix}."
         ) from exc
     n = int(ds.get("NumberOfFrames", 1) or 1)
     return pixels.reshape(n, *pixels.shape[-2:])
@@ -315,8 +320,8 @@ def _slice_step(slices: list[_Slice], normal: np.ndarray, source: Path) -> np.nd
             "pass one volume."
         )
     if gaps.max() - gaps.min() > 0.1 * np.median(gaps):
-        warnings.warn(f"{source}: uneven slice gaps {gaps.min():.3g}-{gaps.max():.3g} mm; "
-                      "using the mean spacing.", stacklevel=3)  # fmt: skip
+        gap_range = f"{gaps.min():.3g}-{gaps.max():.3g} mm"
+        warnings.warn(f"{source}: uneven slice gaps {gap_range}; using the mean.", stacklevel=3)
     return (slices[-1].position - slices[0].position) / (len(slices) - 1)
 
 
@@ -525,8 +530,7 @@ def stack_slices(slices: np.ndarray, view: str, shape: tuple[int, int, int]) -> 
     slices = np.asarray(slices)
     expected = tuple(shape[p] for p in perm)
     if slices.shape != expected:
-        raise ValueError(f"{view} slices of a {tuple(shape)} volume are {expected}, "
-                         f"got {slices.shape}")  # fmt: skip
+        raise ValueError(f"{view} slices of {tuple(shape)} are {expected}, not {slices.shape}")
     return np.ascontiguousarray(np.transpose(np.flip(slices, (1, 2)), np.argsort(perm)))
 
 

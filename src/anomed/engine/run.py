@@ -152,6 +152,8 @@ def train_run(
     train_set = method.train_dataset(supports, seed=cfg.train.seed)
     val_items = method.validation_items(load_support(split.val, size), seed=cfg.train.seed)
     epochs = cfg.train.epochs or method.cfg.epochs
+    if not method.trainable_parameters():  # training-free (memory bank, WinCLIP)
+        epochs = 0
     batch = cfg.train.batch_size or method.cfg.batch_size
     test_set = SampleDataset(splits.test, size)
 

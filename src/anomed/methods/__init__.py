@@ -10,8 +10,10 @@ from anomed.methods.base import (
 )
 from anomed.methods.madclip import MadCLIP, MadCLIPConfig
 from anomed.methods.mediclip import MediCLIP, MediCLIPConfig
+from anomed.methods.memorybank import MemoryBankConfig, MemoryBankMethod
 from anomed.methods.mlalp import MLALP, MLALPConfig
 from anomed.methods.mvfa import MVFA, MVFAConfig
+from anomed.methods.winclip import WinCLIP, WinCLIPConfig, WinCLIPPlus
 
 __all__ = [
     "METHODS",
@@ -25,7 +27,12 @@ __all__ = [
     "MLALPConfig",
     "MVFA",
     "MVFAConfig",
+    "MemoryBankConfig",
+    "MemoryBankMethod",
     "MethodConfig",
+    "WinCLIP",
+    "WinCLIPConfig",
+    "WinCLIPPlus",
     "create_method",
     "method_config_dict",
 ]

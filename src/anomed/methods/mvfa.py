@@ -25,7 +25,7 @@ from anomed.adapters.residual import ResidualAdapters
 from anomed.data.augment import mvfa_views
 from anomed.data.datasets import ItemsDataset, SupportSet, augmented_items, collate, plain_items
 from anomed.losses import binary_cross_entropy, dice_loss, focal_loss
-from anomed.memory_bank import MemoryBank
+from anomed.memory_bank import MemoryBank, banks_state, split_banks_state
 from anomed.methods.base import METHODS, AnomalyMethod, AnomalyOutput, MethodConfig
 from anomed.prompts import encode_fixed_prompts, organ_word
 from anomed.prompts.ensemble import ensemble_texts
@@ -222,16 +222,10 @@ class MVFA(AnomalyMethod):
 
     # ---- checkpoints ----------------------------------------------------------------------
     def trainable_state_dict(self) -> dict[str, Tensor]:
-        state = super().trainable_state_dict()
-        for name, bank in (("bank_seg", self.bank_seg), ("bank_det", self.bank_det)):
-            if bank is not None:
-                state.update({f"{name}.{k}": v for k, v in bank.to_tensors().items()})
-        return state
+        banks = {"bank_seg": self.bank_seg, "bank_det": self.bank_det}
+        return {**super().trainable_state_dict(), **banks_state(banks)}
 
     def load_trainable_state_dict(self, state: dict[str, Tensor]) -> None:
-        for name in ("bank_seg", "bank_det"):
-            part = {k[len(name) + 1 :]: v for k, v in state.items() if k.startswith(name + ".")}
-            setattr(self, name, MemoryBank.from_tensors(part) if part else None)
-        super().load_trainable_state_dict(
-            {k: v for k, v in state.items() if not k.startswith(("bank_seg.", "bank_det."))}
-        )
+        banks, rest = split_banks_state(state, ["bank_seg", "bank_det"])
+        self.bank_seg, self.bank_det = banks["bank_seg"], banks["bank_det"]
+        super().load_trainable_state_dict(rest)
