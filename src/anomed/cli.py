@@ -174,6 +174,37 @@ def cmd_bench_speed(args: argparse.Namespace) -> None:
     print(f"full report: {args.output}")
 
 
+def cmd_bench_run(args: argparse.Namespace) -> None:
+    from anomed.engine.bench import load_bench_config, run_bench
+
+    datasets = None
+    if args.datasets:
+        pairs = [d.partition("=") for d in args.datasets]
+        if any(not sep for _, sep, _ in pairs):
+            raise AnomedError("--datasets takes NAME=ROOT pairs, e.g. busi=../shared/data/busi")
+        datasets = {name: root for name, _, root in pairs}
+    cfg = load_bench_config(
+        args.config,
+        {
+            "methods": args.methods,
+            "datasets": datasets,
+            "ks": args.ks,
+            "seeds": args.seeds,
+            "epochs": args.epochs,
+            "image_size": args.image_size,
+            "model": args.model,
+            "pretrained": args.pretrained,
+            "output": args.output,
+        },
+    )
+    out = run_bench(cfg, progress=not args.quiet)
+    from anomed.viz.report import write_report
+
+    report = write_report(out)
+    print((out / "tables.md").read_text().rstrip())
+    print(f"results.csv, tables.md, plots/ and {report.name} in {out}")
+
+
 def cmd_phantom(args: argparse.Namespace) -> None:
     from anomed.data.phantom import PhantomConfig, write_phantom_dataset
 
@@ -259,6 +290,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmarks")
     bench_sub = p.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
+    p = bench_sub.add_parser(
+        "run",
+        help="a grid of methods x datasets x k x seeds (resumable), "
+        "with paper-style tables, plots and an HTML report",
+    )
+    p.add_argument("--config", help="grid YAML (keys of anomed.engine.bench.BenchConfig)")
+    p.add_argument("--methods", nargs="+")
+    p.add_argument("--datasets", nargs="+", metavar="NAME=ROOT")
+    p.add_argument("--ks", type=int, nargs="+")
+    p.add_argument("--seeds", type=int, nargs="+")
+    p.add_argument("--epochs", type=int, help="override every method's epochs (labelled)")
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--model")
+    p.add_argument("--pretrained")
+    p.add_argument("--output", "-o")
+    p.set_defaults(func=cmd_bench_run)
+
     p = bench_sub.add_parser("speed", help="throughput, latency, adaptation time, peak memory")
     p.add_argument("--method", default="mediclip")
     p.add_argument("--model", default="anomed-tiny")

@@ -25,12 +25,12 @@ def brain_like(size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return np.repeat(gray[..., None], 3, axis=-1).astype(np.float32), disc
 
 
-def test_registry_names_the_three_tasks():
-    assert SYNTHESIS.names() == ["cutpaste", "gauss_intensity", "source"]
+def test_registry_names_the_tasks():
+    assert SYNTHESIS.names() == ["cutpaste", "gauss_intensity", "sas", "source"]
     assert SYNTHESIS.get("cutpaste") is CutPaste
     assert SYNTHESIS.get("gauss_intensity") is GaussIntensityChange
     assert SYNTHESIS.get("source") is Source
-    with pytest.raises(AnomedError, match="known: cutpaste, gauss_intensity, source"):
+    with pytest.raises(AnomedError, match="known: cutpaste, gauss_intensity, sas, source"):
         SYNTHESIS.get("sink")
 
 

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from anomed.data.bmad import is_bmad_dataset, read_bmad
+from anomed.data.cxr import is_cxr_json, read_cxr_json
 from anomed.data.io import is_image_file
 from anomed.data.sample import ABNORMAL, NORMAL, DatasetSplits, Sample
 from anomed.errors import AnomedError
@@ -37,6 +38,7 @@ from anomed.registry import Registry
 LayoutReader = Callable[[Path], DatasetSplits]
 LAYOUTS: Registry[LayoutReader] = Registry("dataset layout")
 LAYOUTS.register("bmad")(read_bmad)
+LAYOUTS.register("cxr-json")(read_cxr_json)
 
 _SPLITS = ("train", "test")
 _LABEL_WORDS = frozenset({"normal", "good", "healthy", "abnormal", "anomaly", "anomalous"})
@@ -60,6 +62,8 @@ def detect_layout(root: Path) -> str:
         return "samples-json"
     if is_bmad_dataset(root):
         return "bmad"
+    if is_cxr_json(root):
+        return "cxr-json"
     if folder_marker.is_dir():
         return "folder"
     raise AnomedError(

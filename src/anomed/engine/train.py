@@ -74,8 +74,14 @@ def fit(
     if epochs == 0 or len(train_set) == 0:  # training-free methods (memory bank, WinCLIP)
         epochs = 0
     else:
-        loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, generator=generator,
-                            collate_fn=collate, num_workers=cfg.num_workers)
+        loader = DataLoader(
+            train_set,
+            batch_size=batch_size,
+            shuffle=True,
+            generator=generator,
+            collate_fn=collate,
+            num_workers=cfg.num_workers,
+        )
         optimizer = method.configure_optimizer()
     result = FitResult(epochs=epochs, best_epoch=epochs, selected_by=select)
     best_score, best_state = float("-inf"), None

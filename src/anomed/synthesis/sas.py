@@ -52,7 +52,9 @@ def region_box(region: np.ndarray | Sequence[int] | None, shape: tuple[int, int]
     return y0, y1, x0, x1
 
 
-def bezier(p0: np.ndarray, c1: np.ndarray, c2: np.ndarray, p1: np.ndarray, steps: int = 32):
+def bezier(
+    p0: np.ndarray, c1: np.ndarray, c2: np.ndarray, p1: np.ndarray, steps: int = _CURVE_STEPS
+) -> np.ndarray:
     """Points (steps, 2) of the cubic Bézier curve from `p0` to `p1` with controls `c1`, `c2`."""
     t = np.linspace(0.0, 1.0, steps)[:, None]  # (T, 1)
     s = 1.0 - t
@@ -81,7 +83,7 @@ def blob_shape(
     for p0, p1 in zip(hull, np.roll(hull, -1, axis=0), strict=True):
         mid = (p0 + p1) / 2
         c1, c2 = mid + rng.normal(0.0, control_sigma, size=(2, 2))
-        curve = bezier(p0, c1, c2, p1, _CURVE_STEPS)
+        curve = bezier(p0, c1, c2, p1)
         cv2.fillPoly(bulges, [np.round(curve).astype(np.int32)], 1)
     blob = (hull_mask ^ bulges).astype(np.uint8)
     blob = cv2.dilate(blob, np.ones((dilation, dilation), np.uint8)) > 0

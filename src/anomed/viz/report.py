@@ -228,7 +228,7 @@ def _average_notes(methods: Sequence[str], metric: str) -> list[str]:
             if isinstance(value, int | float):
                 notes.append(
                     f"{method} published [{_cite_number(method)}] ({ref['backbone']}): "
-                    f"{protocol} average over its datasets = {value:.1f}; no per-dataset "
+                    f"{protocol} average over its datasets = {value}; no per-dataset "
                     "figures stored, so not in the columns"
                 )
     return notes
@@ -341,71 +341,72 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "dataset"
 
 
-def _series_labels(series: Sequence[_Series]) -> dict[_Series, str]:
-    """Short legend labels; the backbone / weights / selection only where they differ."""
+def _style(rows: Sequence[Row]) -> dict[_Series, tuple[str, str]]:
+    """Legend label and colour of each series, the same on every plot; the backbone / weights /
+    selection join the label only where series differ in them (or leak)."""
+    series = _ordered_series(rows)
     runs = {s.run for s in series}
-    return {s: s.name + (f" — {s.run}" if len(runs) > 1 or s.leak else "") for s in series}
+    return {
+        s: (s.name + (f" — {s.run}" if len(runs) > 1 or s.leak else ""), f"C{i % 10}")
+        for i, s in enumerate(series)
+    }
+
+
+def _series_in(rows: Sequence[Row], dataset: str) -> list[_Series]:
+    ran = {_series_of(r) for r in rows if r["dataset"] == dataset}
+    return [s for s in _ordered_series(rows) if s in ran]
 
 
 def _bar_panel(ax: Any, rows: Sequence[Row], dataset: str, metric: str) -> None:
     """Bars of one metric on one dataset: k as groups, one bar per series, ± std whiskers."""
-    series, ks = _ordered_series(rows), _ks(rows, dataset)
-    labels, width, x = _series_labels(series), 0.8 / len(series), np.arange(len(ks))
-    cls, pub_label = _class_name(rows, dataset), "published (paper's backbone)"
+    series, ks, style = _series_in(rows, dataset), _ks(rows, dataset), _style(rows)
+    width, cls, drawn = 0.8 / len(series), _class_name(rows, dataset), False
     for i, s in enumerate(series):
-        pos, label = x - 0.4 + width * (i + 0.5), labels[s]
-        for p, k in zip(pos, ks, strict=True):
-            cells = _cells(rows, s, dataset, k)
+        for j, k in enumerate(ks):
+            x, cells = j - 0.4 + width * (i + 0.5), _cells(rows, s, dataset, k)
             stats = _mean_std([r.get(metric) for r in cells])
-            if stats is None:
-                ax.text(p, 2, "N/A" if cells else "", ha="center", rotation=90, fontsize=7)
-                continue
-            colour = f"C{i % 10}"
-            ax.bar(
-                p, 100 * stats[0], width, yerr=100 * stats[1], capsize=3, color=colour, label=label
-            )
-            label = None  # one legend entry per series
-            value = (
-                None
-                if s.variant or _is_phantom(dataset)
-                else published_value(s.method, cls, k, metric)
-            )
-            if value is not None:
-                ax.scatter([p], [value], marker="D", color="black", zorder=3, label=pub_label)
+            if stats is not None:
+                label, colour = style[s]
+                ax.bar(x, 100 * stats[0], width, yerr=100 * stats[1], capsize=3, color=colour,
+                       label=label)  # fmt: skip
+                drawn = True
+            elif cells:
+                ax.text(x, 2, "N/A", ha="center", rotation=90, fontsize=7)
+            paper = None if s.variant or _is_phantom(dataset) else published_value(
+                s.method, cls, k, metric)  # fmt: skip
+            if paper is not None:
+                ax.scatter([x], [paper], marker="D", color="black", zorder=3, label="published")
+    if not drawn:
+        ax.text(0.5, 0.5, "N/A: undefined on this dataset", ha="center", transform=ax.transAxes)
     ax.axhline(50, ls=":", lw=0.8, color="grey")
-    ax.set(xticks=x, xticklabels=[f"k={k}" for k in ks], ylim=(0, 105), ylabel="%")
+    ax.set(xlim=(-0.5, len(ks) - 0.5), ylim=(0, 105), ylabel="%", xticks=range(len(ks)))
+    ax.set_xticklabels([f"k={k}" for k in ks])
     ax.set_title(METRIC_NAMES.get(metric, metric), fontsize=10)
 
 
-def save_bar_charts(
-    rows: Sequence[Row], plot_dir: str | Path, metrics: Sequence[str] = DEFAULT_METRICS
-) -> list[Path]:
-    """Per dataset one PNG (bars_<dataset>.png): a panel per metric with k as groups and one
-    bar per method (mean over seeds, std whiskers); published figures as black diamonds."""
-    paths, n_series = [], len(_ordered_series(rows))
-    for dataset in _datasets(rows):
-        n_k = len(_ks(rows, dataset))
-        width = max(7.0, len(metrics) * (1.0 + 0.3 * n_k * n_series))
-        fig = Figure(figsize=(min(width, 18.0), 4.8), dpi=100, layout="constrained")
-        FigureCanvasAgg(fig)
-        axes = fig.subplots(1, len(metrics), squeeze=False)[0]
-        for ax, metric in zip(axes, metrics, strict=True):
-            _bar_panel(ax, rows, dataset, metric)
-        legend = {}
-        for ax in axes:
-            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-                legend.setdefault(label, handle)
-        if legend:
-            ncol = min(3, len(legend))
-            fig.legend(
-                legend.values(), legend.keys(), loc="outside lower center", ncol=ncol, fontsize=8
-            )
-        fig.suptitle(f"{dataset}: mean ± std over seeds (dotted: chance)")
-        path = Path(plot_dir) / f"bars_{_slug(dataset)}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
-        paths.append(path)
-    return paths
+def save_bar_chart(
+    rows: Sequence[Row], dataset: str, path: str | Path, metrics: Sequence[str] = DEFAULT_METRICS
+) -> Path:
+    """One dataset's bar chart: a panel per metric, k as groups, one bar per method (+ ablation)
+    with the mean over seeds and std whiskers; published figures as black diamonds."""
+    n = len(_series_in(rows, dataset)) * len(_ks(rows, dataset))
+    width = min(18.0, max(7.0, len(metrics) * (1.0 + 0.3 * n)))
+    fig = Figure(figsize=(width, 4.8), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    legend: dict[str, Any] = {}
+    for ax, metric in zip(axes, metrics, strict=True):
+        _bar_panel(ax, rows, dataset, metric)
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    if legend:
+        fig.legend(legend.values(), legend.keys(), loc="outside lower center",
+                   ncol=min(3, len(legend)), fontsize=8)  # fmt: skip
+    fig.suptitle(f"{dataset}: mean ± std over seeds (dotted: chance)")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
 
 
 def _sample_cell(rows: Sequence[Row], s: _Series, dataset: str, k: int) -> Row | None:
@@ -426,31 +427,25 @@ def _read_scores(path: Path) -> tuple[list[int], list[float]] | None:
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-def save_roc_plots(
-    out: str | Path, rows: Sequence[Row], plot_dir: str | Path, k: int | None = None
-) -> list[Path]:
-    """Per dataset one PNG (roc_<dataset>_k<k>.png) of every method's ROC curve at one k
-    (default: the dataset's largest), read from the seed-0 cells' eval/scores.csv."""
-    paths, series = [], _ordered_series(rows)
-    labels = _series_labels(series)
-    for dataset in _datasets(rows):
-        kk = max(_ks(rows, dataset)) if k is None else k
-        curves = {}
-        for s in series:
-            cell = _sample_cell(rows, s, dataset, kk)
-            scores = (
-                None
-                if cell is None
-                else _read_scores(Path(out) / cell["cell_dir"] / "eval" / "scores.csv")
-            )
-            if scores is not None:
-                seed = "" if cell["seed"] == 0 else f" (seed {cell['seed']})"
-                curves[labels[s] + seed] = scores
-        if curves:
-            path = Path(plot_dir) / f"roc_{_slug(dataset)}_k{kk}.png"
-            save_roc_curves(path, curves, title=f"{dataset}, k={kk}, seed 0")
-            paths.append(path)
-    return paths
+def save_roc_plot(
+    out: str | Path, rows: Sequence[Row], dataset: str, path: str | Path, k: int | None = None
+) -> Path | None:
+    """One dataset's ROC curves, one per method (+ ablation), at one k (default: the largest),
+    read from each seed-0 cell's eval/scores.csv; None when no cell has its scores."""
+    k = max(_ks(rows, dataset)) if k is None else k
+    curves, style = {}, _style(rows)
+    for s in _series_in(rows, dataset):
+        cell = _sample_cell(rows, s, dataset, k)
+        if cell is None:
+            continue
+        scores = _read_scores(Path(out) / cell["cell_dir"] / "eval" / "scores.csv")
+        if scores is not None:
+            seed = "" if cell["seed"] == 0 else f" (seed {cell['seed']})"
+            curves[style[s][0] + seed] = scores
+    if not curves:
+        return None
+    save_roc_curves(path, curves, title=f"{dataset}, k={k}, seed 0")
+    return Path(path)
 
 
 # --------------------------------------------------------------------------- HTML
@@ -482,14 +477,15 @@ def _cls(name: str) -> str:
     return f' class="{name}"' if name else ""
 
 
-def _figure(path: Path, caption: str) -> str:
-    uri = _data_uri(path)
+def _figure(path: Path | None, caption: str) -> str:
+    """An embedded image under its caption; a note instead when the file is missing."""
+    uri = None if path is None else _data_uri(path)
     body = (
         f'<img src="{uri}" alt="{_e(caption)}">'
         if uri
         else f'<p class="na">missing: {_e(path)}</p>'
     )
-    return f"<figure>{body}<figcaption>{_e(caption)}</figcaption></figure>"
+    return f"<figure><figcaption>{_e(caption)}</figcaption>{body}</figure>"
 
 
 def _notes_html(notes: Sequence[tuple[str, str]]) -> str:
@@ -545,13 +541,27 @@ def _warnings(rows: Sequence[Row]) -> list[tuple[str, str]]:
     return out
 
 
+def _write_plots(out: Path, rows: Sequence[Row], metrics: Sequence[str]) -> str:
+    """Write out/plots/ (per dataset a bar chart and the ROC curves at its largest k) and
+    return them as HTML, one row per dataset."""
+    parts, names = [], " / ".join(METRIC_NAMES.get(m, m) for m in metrics)
+    for dataset in _datasets(rows):
+        slug, k = _slug(dataset), max(_ks(rows, dataset))
+        bars = save_bar_chart(rows, dataset, out / "plots" / f"bars_{slug}.png", metrics)
+        roc = save_roc_plot(out, rows, dataset, out / "plots" / f"roc_{slug}_k{k}.png", k)
+        figures = _figure(bars, f"{dataset}: {names} by method and k; ◆ published")
+        figures += _figure(roc, f"{dataset}: ROC curves at k={k}, seed 0") if roc else ""
+        parts.append(f'<div class="pair">{figures}</div>')
+    return "".join(parts)
+
+
 def _heatmaps_html(out: Path, rows: Sequence[Row]) -> str:
     """Per dataset, each series' seed-0 eval/heatmaps.png at the dataset's largest k."""
     parts = []
     for dataset in _datasets(rows):
         k = max(_ks(rows, dataset))
-        figures = []
-        for s in _ordered_series(rows):
+        parts.append(f"<h3>{_e(dataset)} (k={k})</h3>")
+        for s in _series_in(rows, dataset):
             cell = _sample_cell(rows, s, dataset, k)
             if cell is not None:
                 auroc = format_cell([cell.get("image_auroc")]).replace(" (n=1)", "")
@@ -559,8 +569,7 @@ def _heatmaps_html(out: Path, rows: Sequence[Row]) -> str:
                     f"{s.name} — {s.run}; {dataset}, k={k}, seed {cell['seed']}; "
                     f"image AUROC {auroc} %"
                 )
-                figures.append(_figure(out / cell["cell_dir"] / "eval" / "heatmaps.png", caption))
-        parts.append(f"<h3>{_e(dataset)} (k={k})</h3>{''.join(figures)}")
+                parts.append(_figure(out / cell["cell_dir"] / "eval" / "heatmaps.png", caption))
     return "".join(parts)
 
 
@@ -585,23 +594,23 @@ tr.published td{background:#f4f4f4;font-style:italic;color:#444}
 tr.leak td{background:#fde2e1}td.na{color:#999}
 ul.notes{font-size:.85em;color:#444;padding-left:1.2em}ul.notes li{padding:.1em .4em}
 figure{margin:.6em 0 1.4em}figure img{max-width:100%;border:1px solid #ddd}
-figcaption{font-size:.85em;color:#555}
+figcaption{font-size:.9em;color:#333;font-weight:600;margin-bottom:.3em}
+.pair{display:flex;gap:1em;align-items:flex-start}.pair figure{flex:1 1 0;min-width:0}
 """
 
 
 def _page(
-    title: str, rows: Sequence[Row], tables: Sequence[_Table], plots: Sequence[Path], heatmaps: str
+    title: str, rows: Sequence[Row], tables: Sequence[_Table], plots: str, heatmaps: str
 ) -> str:
     protocol = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in _protocol(rows))
     boxes = "".join(f'<div class="box {lvl}">{_e(t)}</div>' for t, lvl in _warnings(rows))
-    figures = "".join(_figure(p, p.stem.replace("_", " ")) for p in plots)
     cites = "".join(f"<li>{_e(c)}</li>" for c in _citations())
     return (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
         f"<style>{CSS}</style></head><body><h1>{_e(title)}</h1>"
         f"<h2>Protocol</h2><dl>{protocol}</dl>{boxes}"
         f"<h2>Tables</h2>{''.join(_html_table(t) for t in tables)}"
-        f"<h2>Plots</h2>{figures}<h2>Heat-map samples</h2>{heatmaps}"
+        f"<h2>Plots</h2>{plots}<h2>Heat-map samples</h2>{heatmaps}"
         f'<h2>Citations</h2><ul class="cites">{cites}</ul></body></html>\n'
     )
 
@@ -628,8 +637,7 @@ def write_report(
         )
     tables = [_build_table(rows, m) for m in metrics]
     (out / "tables.md").write_text(_tables_markdown(title, rows, tables), encoding="utf-8")
-    plots = save_bar_charts(rows, out / "plots", metrics)
-    plots += save_roc_plots(out, rows, out / "plots")
+    plots = _write_plots(out, rows, metrics)
     page = _page(title, rows, tables, plots, _heatmaps_html(out, rows))
     path = out / "report.html"
     path.write_text(page, encoding="utf-8")
