@@ -236,6 +236,25 @@ def cmd_phantom_bmad(args: argparse.Namespace) -> None:
     print(f"wrote {', '.join(f.name for f in folders)} (BMAD layout) to {args.output}")
 
 
+def cmd_phantom_chest(args: argparse.Namespace) -> None:
+    from anomed.data.phantom_chest import write_chest_phantoms
+
+    splits = write_chest_phantoms(
+        args.output,
+        n_train=args.n_train,
+        n_test_normal=args.n_test_normal,
+        n_test_abnormal=args.n_test_abnormal,
+        size=args.size,
+        seed=args.seed,
+        layout=args.layout,
+        overwrite=args.overwrite,
+    )
+    print(
+        f"wrote {len(splits.train)} training and {len(splits.test)} test chest films "
+        f"({args.layout} layout) to {args.output}"
+    )
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from anomed.engine.demo import run_demo
 
@@ -350,6 +369,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_phantom_bmad)
+
+    p = data_sub.add_parser("phantom-chest", help="write chest-film phantoms (PPAD)")
+    p.add_argument("--output", "-o", default="data/chest_phantoms")
+    p.add_argument("--layout", choices=["folder", "data-json"], default="folder")
+    p.add_argument("--n-train", type=int, default=64)
+    p.add_argument("--n-test-normal", type=int, default=40)
+    p.add_argument("--n-test-abnormal", type=int, default=40)
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_phantom_chest)
 
     p = sub.add_parser("demo", help="phantoms -> train MediCLIP (tiny backbone) -> evaluate")
     p.add_argument("--output", "-o", default="runs/demo")

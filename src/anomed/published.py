@@ -78,3 +78,18 @@ MADCLIP = {
     "results": {"few-shot k=16": {"average": {"image_auroc": 94.08, "pixel_auroc": 99.05}}},
 }
 PUBLISHED["madclip"] = MADCLIP
+
+# PPAD (MICCAI 2024): AUROC % with 64 normal shots, mean ± std over 5 runs, CheXzero backbone.
+PPAD = {
+    "citation": "PPAD: position-guided prompts for chest X-ray anomaly detection, MICCAI 2024",
+    "backbone": "CheXzero (ViT-B/32, OpenAI format)",
+    "results": {
+        "few-shot k=64": {
+            "zhanglab": {"image_auroc": 96.7},
+            "chexpert": {"image_auroc": 88.5},
+            "vindr-cxr": {"image_auroc": 81.9},
+        }
+    },
+    "std": {"zhanglab": 0.4, "chexpert": 0.9, "vindr-cxr": 0.9},
+}
+PUBLISHED["ppad"] = PPAD

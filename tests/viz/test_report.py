@@ -214,6 +214,13 @@ def test_report_escapes_labels_and_shows_heatmap_seed_zero_at_largest_k(bench):
     assert "&lt;b&gt;x&lt;/b&gt;" in page and "<b>x</b>" not in page
 
 
+def test_report_states_the_bench_training_settings(bench):
+    (bench / "bench.json").write_text('{"epochs": null, "image_size": 112}')
+    write_report(bench)
+    tables = (bench / "tables.md").read_text()
+    assert "- epochs: each method's own schedule" in tables and "- image size: 112" in tables
+
+
 def test_write_report_without_finished_cells(tmp_path):
     _write_bench(tmp_path / "empty", [])
     with pytest.raises(AnomedError, match="no finished cells yet"):

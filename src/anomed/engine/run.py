@@ -154,7 +154,7 @@ def train_run(
     epochs = cfg.train.epochs or method.cfg.epochs
     if not method.trainable_parameters():  # training-free (memory bank, WinCLIP)
         epochs = 0
-    batch = cfg.train.batch_size or method.cfg.batch_size
+    batch = cfg.train.batch_size or method.cfg.batch_size or max(1, len(train_set))  # 0: all
     test_set = SampleDataset(splits.test, size)
 
     def test_eval() -> EvalResult:
@@ -245,7 +245,7 @@ def eval_run(
     if data_root is not None:  # another dataset: its own class/organ word
         method.class_name = _class_name(splits)
     dataset = SampleDataset(splits.test, method.backbone.image_size)
-    batch = batch_size or info.run.train.batch_size or method.cfg.batch_size
+    batch = batch_size or info.run.train.batch_size or method.cfg.batch_size or 16
     start = time.perf_counter()
     result = evaluate_dataset(
         method,
@@ -289,6 +289,8 @@ def write_eval_report(
         "n_test": int(len(result.labels)),
         "threshold": cal.threshold,
         "accuracy_at_threshold": float(np.mean(decisions == (result.labels == 1))),
+        **decision_metrics(result.labels, result.scores, cal.threshold, "calibrated"),
+        **decision_metrics(result.labels, result.scores, 0.5, "0.5"),
         "seconds": round(seconds, 2),
         "method": info.run.method,
         "backbone": {"model": info.run.backbone.model, "pretrained": info.run.backbone.pretrained},
@@ -302,7 +304,13 @@ def write_eval_report(
     paper = published_metrics(info.run.method, protocol, info.class_name)
     if paper is not None and not info.run.data.train_roots:
         rows[published_label(info.run.method, protocol, info.class_name)] = paper
-    (out / "metrics.md").write_text(format_metrics_table(rows) + "\n")
+    decisions_line = (
+        f"\nDecisions at the calibrated threshold {cal.threshold:.4f} (validation normals, "
+        f"FPR {cal.target_fpr}): accuracy {payload['acc_calibrated']:.3f}, F1 "
+        f"{payload['f1_calibrated']:.3f}; at 0.5 (the papers'): accuracy {payload['acc_0.5']:.3f},"
+        f" F1 {payload['f1_0.5']:.3f}.\n"
+    )
+    (out / "metrics.md").write_text(format_metrics_table(rows) + "\n" + decisions_line)
     rows = ["file,label,score,decision"]
     for s, y, score, d in zip(splits.test, result.labels, result.scores, decisions, strict=True):
         rows.append(f"{s.image.relative_to(splits.root)},{y},{score:.6f},{int(d)}")
@@ -320,6 +328,20 @@ def write_eval_report(
         vmin=cal.map_min,
         vmax=cal.map_max,
     )
+
+
+def decision_metrics(
+    labels: np.ndarray, scores: np.ndarray, threshold: float, name: str
+) -> dict[str, float]:
+    """Accuracy and F1 of the yes/no decisions `score > threshold`."""
+    from sklearn.metrics import f1_score
+
+    predicted = scores > threshold
+    truth = labels == 1
+    return {
+        f"acc_{name}": float(np.mean(predicted == truth)),
+        f"f1_{name}": float(f1_score(truth, predicted, zero_division=0.0)),
+    }
 
 
 def _grid_picks(labels: np.ndarray, scores: np.ndarray, n: int = 8) -> list[int]:

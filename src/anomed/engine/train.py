@@ -83,6 +83,7 @@ def fit(
             num_workers=cfg.num_workers,
         )
         optimizer = method.configure_optimizer()
+        scheduler = method.configure_scheduler(optimizer, epochs * len(loader))
     result = FitResult(epochs=epochs, best_epoch=epochs, selected_by=select)
     best_score, best_state = float("-inf"), None
     start = time.perf_counter()
@@ -97,6 +98,8 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
             losses.append(float(loss.detach()))
         row = {"epoch": epoch, "loss": sum(losses) / max(1, len(losses))}
         if select != "last" and (epoch % cfg.val_every == 0 or epoch == epochs):

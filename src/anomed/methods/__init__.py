@@ -13,6 +13,7 @@ from anomed.methods.mediclip import MediCLIP, MediCLIPConfig
 from anomed.methods.memorybank import MemoryBankConfig, MemoryBankMethod
 from anomed.methods.mlalp import MLALP, MLALPConfig
 from anomed.methods.mvfa import MVFA, MVFAConfig
+from anomed.methods.ppad import PPAD, PPADConfig
 from anomed.methods.winclip import WinCLIP, WinCLIPConfig, WinCLIPPlus
 
 __all__ = [
@@ -30,6 +31,8 @@ __all__ = [
     "MemoryBankConfig",
     "MemoryBankMethod",
     "MethodConfig",
+    "PPAD",
+    "PPADConfig",
     "WinCLIP",
     "WinCLIPConfig",
     "WinCLIPPlus",

@@ -79,6 +79,12 @@ class AnomalyMethod(nn.Module):
     def configure_optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.trainable_parameters(), lr=self.cfg.lr)
 
+    def configure_scheduler(
+        self, optimizer: torch.optim.Optimizer, total_steps: int
+    ) -> torch.optim.lr_scheduler.LRScheduler | None:
+        """A learning-rate schedule stepped once per optimizer step (None: constant)."""
+        return None
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 

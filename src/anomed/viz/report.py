@@ -12,6 +12,7 @@ import base64
 import csv
 import html
 import io
+import json
 import math
 import re
 from collections.abc import Sequence
@@ -50,6 +51,9 @@ SELECTION = {
     "test-leak": "THE TEST SET (test-leak): the epoch was picked on test labels, so these "
     "figures LEAK TEST LABELS and overstate performance",
 }
+LEAK_WARNING = (
+    f"WARNING: rows marked 'SELECTED ON TEST' chose the model on {SELECTION['test-leak']}"
+)
 RANDOM_INIT_NOTE = (
     "random-init rows come from a randomly initialised backbone: they test the pipeline, not "
     "the science, and say nothing about how well a method detects disease"
@@ -62,6 +66,7 @@ PUBLISHED_NOTE = (
     "published rows: the papers' own figures on their real datasets with their backbone, "
     "matched to our columns by dataset class; never shown beside datasets named phantom"
 )
+PAPER_LABEL = "published (paper's backbone)"
 MAX_PNG_BYTES = 400_000  # embedded heat maps above this are re-encoded as JPEG
 
 
@@ -164,6 +169,10 @@ def _ks(rows: Sequence[Row], dataset: str) -> list[int]:
     return sorted({r["k"] for r in rows if r["dataset"] == dataset})
 
 
+def _k_label(k: int) -> str:
+    return "zero-shot" if k == 0 else f"k={k}"
+
+
 def _class_name(rows: Sequence[Row], dataset: str) -> str:
     names = [r.get("class_name") for r in rows if r["dataset"] == dataset and r.get("class_name")]
     return str(names[0]) if names else dataset
@@ -218,6 +227,15 @@ def published_value(method: str, class_name: str, k: int, metric: str) -> float 
     return None if value is None else float(value)
 
 
+def _paper_value(
+    method: str, rows: Sequence[Row], dataset: str, k: int, metric: str
+) -> float | None:
+    """The published figure for one of our columns; never beside a phantom dataset."""
+    if _is_phantom(dataset):
+        return None
+    return published_value(method, _class_name(rows, dataset), k, metric)
+
+
 def _average_notes(methods: Sequence[str], metric: str) -> list[str]:
     """Published averages over several datasets (MadCLIP) cannot sit in a dataset column."""
     notes = []
@@ -261,10 +279,7 @@ class _Table:
 def _published_row(method: str, rows: Sequence[Row], table: _Table) -> _TableRow | None:
     if method not in PUBLISHED:
         return None
-    values = [
-        None if _is_phantom(d) else published_value(method, _class_name(rows, d), k, table.metric)
-        for d, k in table.columns
-    ]
+    values = [_paper_value(method, rows, d, k, table.metric) for d, k in table.columns]
     if all(v is None for v in values):
         return None
     run = f"published [{_cite_number(method)}] ({PUBLISHED[method]['backbone']})"
@@ -275,16 +290,7 @@ def _published_row(method: str, rows: Sequence[Row], table: _Table) -> _TableRow
 def _selection_notes(series: Sequence[_Series]) -> list[tuple[str, str]]:
     modes = list(dict.fromkeys(s.selected_by for s in series))
     notes = [(f"model selected on {SELECTION.get(m, m)}", "") for m in modes if m != "test-leak"]
-    if "test-leak" in modes:
-        notes.insert(
-            0,
-            (
-                f"WARNING: rows marked 'SELECTED ON TEST' chose the model on "
-                f"{SELECTION['test-leak']}",
-                "danger",
-            ),
-        )
-    return notes
+    return ([(LEAK_WARNING, "danger")] if "test-leak" in modes else []) + notes
 
 
 def _build_table(rows: Sequence[Row], metric: str) -> _Table:
@@ -314,7 +320,7 @@ def _md(text: str) -> str:
 
 
 def _markdown(table: _Table) -> str:
-    head = ["method", "run", *(f"{d} k={k}" for d, k in table.columns)]
+    head = ["method", "run", *(f"{d} {_k_label(k)}" for d, k in table.columns)]
     lines = [f"### {table.title}", ""]
     for text, level in table.notes:
         lines.append(f"- **{text}**" if level == "danger" else f"- {text}")
@@ -360,27 +366,25 @@ def _series_in(rows: Sequence[Row], dataset: str) -> list[_Series]:
 def _bar_panel(ax: Any, rows: Sequence[Row], dataset: str, metric: str) -> None:
     """Bars of one metric on one dataset: k as groups, one bar per series, ± std whiskers."""
     series, ks, style = _series_in(rows, dataset), _ks(rows, dataset), _style(rows)
-    width, cls, drawn = 0.8 / len(series), _class_name(rows, dataset), False
+    width, drawn = 0.8 / len(series), False
     for i, s in enumerate(series):
         for j, k in enumerate(ks):
             x, cells = j - 0.4 + width * (i + 0.5), _cells(rows, s, dataset, k)
             stats = _mean_std([r.get(metric) for r in cells])
             if stats is not None:
-                label, colour = style[s]
-                ax.bar(x, 100 * stats[0], width, yerr=100 * stats[1], capsize=3, color=colour,
-                       label=label)  # fmt: skip
+                label, colour, err = *style[s], 100 * stats[1]
+                ax.bar(x, 100 * stats[0], width, yerr=err, capsize=3, color=colour, label=label)
                 drawn = True
             elif cells:
                 ax.text(x, 2, "N/A", ha="center", rotation=90, fontsize=7)
-            paper = None if s.variant or _is_phantom(dataset) else published_value(
-                s.method, cls, k, metric)  # fmt: skip
+            paper = None if s.variant else _paper_value(s.method, rows, dataset, k, metric)
             if paper is not None:
-                ax.scatter([x], [paper], marker="D", color="black", zorder=3, label="published")
+                ax.scatter([x], [paper], marker="D", color="black", zorder=3, label=PAPER_LABEL)
     if not drawn:
         ax.text(0.5, 0.5, "N/A: undefined on this dataset", ha="center", transform=ax.transAxes)
     ax.axhline(50, ls=":", lw=0.8, color="grey")
     ax.set(xlim=(-0.5, len(ks) - 0.5), ylim=(0, 105), ylabel="%", xticks=range(len(ks)))
-    ax.set_xticklabels([f"k={k}" for k in ks])
+    ax.set_xticklabels([_k_label(k) for k in ks])
     ax.set_title(METRIC_NAMES.get(metric, metric), fontsize=10)
 
 
@@ -400,8 +404,10 @@ def save_bar_chart(
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             legend.setdefault(label, handle)
     if legend:
-        fig.legend(legend.values(), legend.keys(), loc="outside lower center",
-                   ncol=min(3, len(legend)), fontsize=8)  # fmt: skip
+        ncol = min(3, len(legend))
+        fig.legend(
+            legend.values(), legend.keys(), loc="outside lower center", ncol=ncol, fontsize=8
+        )
     fig.suptitle(f"{dataset}: mean ± std over seeds (dotted: chance)")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -444,7 +450,7 @@ def save_roc_plot(
             curves[style[s][0] + seed] = scores
     if not curves:
         return None
-    save_roc_curves(path, curves, title=f"{dataset}, k={k}, seed 0")
+    save_roc_curves(path, curves, title=f"{dataset}, {_k_label(k)}, seed 0")
     return Path(path)
 
 
@@ -498,7 +504,7 @@ def _html_table(table: _Table) -> str:
     top = "".join(
         f'<th colspan="{sum(d == c for c, _ in table.columns)}">{_e(d)}</th>' for d in datasets
     )
-    sub = "".join(f"<th>k={k}</th>" for _, k in table.columns)
+    sub = "".join(f"<th>{_k_label(k)}</th>" for _, k in table.columns)
     body = []
     for row in table.rows:
         kind = "published" if row.published else ("leak" if row.leak else "")
@@ -531,6 +537,19 @@ def _protocol(rows: Sequence[Row]) -> list[tuple[str, str]]:
     ]
 
 
+def _bench_settings(out: Path) -> list[tuple[str, str]]:
+    """Training settings the bench recorded in out/bench.json (absent: nothing to add)."""
+    try:
+        cfg = json.loads((out / "bench.json").read_text())
+    except (OSError, ValueError):
+        return []
+    epochs, size = cfg.get("epochs"), cfg.get("image_size")
+    return [
+        ("epochs", "each method's own schedule" if epochs is None else f"{epochs} (all methods)"),
+        ("image size", "the backbone's default" if size is None else str(size)),
+    ]
+
+
 def _warnings(rows: Sequence[Row]) -> list[tuple[str, str]]:
     series = _ordered_series(rows)
     out = []
@@ -549,8 +568,8 @@ def _write_plots(out: Path, rows: Sequence[Row], metrics: Sequence[str]) -> str:
         slug, k = _slug(dataset), max(_ks(rows, dataset))
         bars = save_bar_chart(rows, dataset, out / "plots" / f"bars_{slug}.png", metrics)
         roc = save_roc_plot(out, rows, dataset, out / "plots" / f"roc_{slug}_k{k}.png", k)
-        figures = _figure(bars, f"{dataset}: {names} by method and k; ◆ published")
-        figures += _figure(roc, f"{dataset}: ROC curves at k={k}, seed 0") if roc else ""
+        figures = _figure(bars, f"{dataset}: {names} by method and k")
+        figures += _figure(roc, f"{dataset}: ROC curves at {_k_label(k)}, seed 0") if roc else ""
         parts.append(f'<div class="pair">{figures}</div>')
     return "".join(parts)
 
@@ -560,13 +579,13 @@ def _heatmaps_html(out: Path, rows: Sequence[Row]) -> str:
     parts = []
     for dataset in _datasets(rows):
         k = max(_ks(rows, dataset))
-        parts.append(f"<h3>{_e(dataset)} (k={k})</h3>")
+        parts.append(f"<h3>{_e(dataset)} ({_k_label(k)})</h3>")
         for s in _series_in(rows, dataset):
             cell = _sample_cell(rows, s, dataset, k)
             if cell is not None:
                 auroc = format_cell([cell.get("image_auroc")]).replace(" (n=1)", "")
                 caption = (
-                    f"{s.name} — {s.run}; {dataset}, k={k}, seed {cell['seed']}; "
+                    f"{s.name} — {s.run}; {dataset}, {_k_label(k)}, seed {cell['seed']}; "
                     f"image AUROC {auroc} %"
                 )
                 parts.append(_figure(out / cell["cell_dir"] / "eval" / "heatmaps.png", caption))
@@ -600,9 +619,10 @@ figcaption{font-size:.9em;color:#333;font-weight:600;margin-bottom:.3em}
 
 
 def _page(
-    title: str, rows: Sequence[Row], tables: Sequence[_Table], plots: str, heatmaps: str
+    title: str, rows: Sequence[Row], tables: Sequence[_Table], plots: str, heatmaps: str, out: Path
 ) -> str:
-    protocol = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in _protocol(rows))
+    lines = _protocol(rows) + _bench_settings(out)
+    protocol = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in lines)
     boxes = "".join(f'<div class="box {lvl}">{_e(t)}</div>' for t, lvl in _warnings(rows))
     cites = "".join(f"<li>{_e(c)}</li>" for c in _citations())
     return (
@@ -615,9 +635,9 @@ def _page(
     )
 
 
-def _tables_markdown(title: str, rows: Sequence[Row], tables: Sequence[_Table]) -> str:
+def _tables_markdown(title: str, rows: Sequence[Row], tables: Sequence[_Table], out: Path) -> str:
     lines = [f"# {title}: tables", ""]
-    lines += [f"- {k}: {v}" for k, v in _protocol(rows)]
+    lines += [f"- {k}: {v}" for k, v in _protocol(rows) + _bench_settings(out)]
     lines += [f"- **{t}**" for t, _ in _warnings(rows)]
     lines += ["", *(_markdown(t) for t in tables), "## Citations", ""]
     return "\n".join(lines + [f"- {c}" for c in _citations()]) + "\n"
@@ -636,9 +656,9 @@ def write_report(
             "then write the report again."
         )
     tables = [_build_table(rows, m) for m in metrics]
-    (out / "tables.md").write_text(_tables_markdown(title, rows, tables), encoding="utf-8")
+    (out / "tables.md").write_text(_tables_markdown(title, rows, tables, out), encoding="utf-8")
     plots = _write_plots(out, rows, metrics)
-    page = _page(title, rows, tables, plots, _heatmaps_html(out, rows))
+    page = _page(title, rows, tables, plots, _heatmaps_html(out, rows), out)
     path = out / "report.html"
     path.write_text(page, encoding="utf-8")
     return path
