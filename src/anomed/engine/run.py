@@ -102,7 +102,9 @@ def load_splits(cfg: RunConfig, log: Log) -> DatasetSplits:
     splits = load_dataset(cfg.data.root, cfg.data.layout)
     k_abnormal = resolve_k_abnormal(cfg)
     if cfg.data.carve_abnormal_from_test and k_abnormal > 0:
-        n = k_abnormal + cfg.data.n_val
+        available = sum(s.label == 1 for s in splits.test)
+        # the shots, plus up to n_val for validation while at least one abnormal stays in test
+        n = max(k_abnormal, min(k_abnormal + cfg.data.n_val, available - 1))
         splits = carve_abnormals(splits, n, cfg.data.seed)
         log(
             f"moved {n} abnormal test images of {splits.name} into the training pool "
