@@ -8,6 +8,7 @@ from anomed.methods.base import (
     create_method,
     method_config_dict,
 )
+from anomed.methods.condprompt import CondPrompt, CondPromptConfig
 from anomed.methods.madclip import MadCLIP, MadCLIPConfig
 from anomed.methods.mediclip import MediCLIP, MediCLIPConfig
 from anomed.methods.memorybank import MemoryBankConfig, MemoryBankMethod
@@ -20,6 +21,8 @@ __all__ = [
     "METHODS",
     "AnomalyMethod",
     "AnomalyOutput",
+    "CondPrompt",
+    "CondPromptConfig",
     "MadCLIP",
     "MadCLIPConfig",
     "MediCLIP",

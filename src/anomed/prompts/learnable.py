@@ -67,9 +67,12 @@ class PromptLearner(nn.Module):
         class_specific: bool = True,
         init_std: float = 0.02,
         ctx: nn.Parameter | None = None,
+        biased: int | None = None,
     ) -> None:
         """`ctx` shares another learner's context vectors (e.g. the same prompts with another
-        organ word); by default fresh vectors are drawn from N(0, init_std^2)."""
+        organ word); by default fresh vectors are drawn from N(0, init_std^2). `biased` limits a
+        per-image context bias to the last that many context vectors (CondPrompt's
+        image-dependent half); None biases all of them."""
         super().__init__()
         texts, classes = [], []
         for c, words in enumerate(prompts.class_words):
@@ -103,6 +106,10 @@ class PromptLearner(nn.Module):
         )
         self.register_buffer("group", group, persistent=False)
         self.register_buffer("prompt_class", torch.tensor(classes), persistent=False)
+        bias_mask = torch.ones(prompts.n_ctx)
+        if biased is not None:
+            bias_mask[: prompts.n_ctx - biased] = 0.0
+        self.register_buffer("bias_mask", bias_mask, persistent=False)  # (n_ctx,)
 
     @property
     def backbone(self) -> FrozenCLIP:
@@ -112,7 +119,8 @@ class PromptLearner(nn.Module):
         """(P, L, W), or (B, P, L, W) with a per-image context bias (B, W)."""
         ctx = self.ctx[self.group]  # (P, n_ctx, W)
         if ctx_bias is not None:
-            ctx = ctx.unsqueeze(0) + ctx_bias[:, None, None, :]  # (B, P, n_ctx, W)
+            bias = ctx_bias[:, None, None, :] * self.bias_mask[:, None]  # (B, 1, n_ctx, W)
+            ctx = ctx.unsqueeze(0) + bias  # (B, P, n_ctx, W)
         index = self.ctx_index.unsqueeze(-1).expand(*self.ctx_index.shape, ctx.shape[-1])
         if ctx_bias is not None:
             index = index.unsqueeze(0).expand(ctx.shape[0], *index.shape)

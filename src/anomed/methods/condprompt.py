@@ -1,0 +1,110 @@
+"""CondPrompt: conditional prompt learning for anomaly detection in medical image slices.
+
+Composition: a meta-net (Linear -> ReLU -> Linear) turns the final-layer image embedding into a
+prompt bias; each class prompt is [class words][N image-independent vectors][N image-dependent
+vectors + bias] (N = 32), encoded per image. Per tapped layer, M_l = cos(F_l, P_A) - cos(F_l, P_N)
+on the projected patch tokens; layer weights w = softmax over layers of the spatial mean of M_l;
+M = sum_l w_l M_l, upsampled. The backbone is never fine-tuned; trained on normal slices with the
+synthesis tasks (or on labelled slices when given).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from anomed.data.datasets import SupportSet, SynthesisDataset, synthetic_validation_set
+from anomed.losses import dice_loss, focal_loss
+from anomed.methods.base import METHODS, AnomalyMethod, AnomalyOutput, MethodConfig
+from anomed.prompts import PromptLearner, PromptSet
+from anomed.scoring import tokens_to_grid, upsample
+from anomed.synthesis import AnomalySynthesizer
+
+
+def weighted_layer_map(maps: Tensor) -> tuple[Tensor, Tensor]:
+    """maps (L, B, N) -> (sum_l w_l M_l (B, N), w (L, B)); w = softmax over layers of mean M_l."""
+    weights = maps.mean(dim=2).softmax(dim=0)  # (L, B)
+    return (weights.unsqueeze(-1) * maps).sum(dim=0), weights
+
+
+@dataclass
+class CondPromptConfig(MethodConfig):
+    epochs: int = 50
+    batch_size: int = 8
+    lr: float = 1e-3
+    layers: tuple[int, ...] = (6, 12, 18, 24)
+    n_ctx: int = 32  # N: image-independent and image-dependent vectors each
+    normal_words: tuple[str, ...] = ("normal", "healthy")  # P_class of the normal prompt
+    abnormal_words: tuple[str, ...] = ("abnormal", "lesion")
+    meta_hidden: int = 0  # 0: text width // 16 (CoCoOp's choice)
+    temperature: float = 0.07  # p = sigmoid(M / temperature) for the training losses
+    score: str = "max"  # image score from the map: "max" or "topk"
+    topk: float = 0.01  # fraction of pixels averaged by "topk"
+    tasks: tuple[str, ...] = ("cutpaste", "gauss_intensity", "source")
+
+
+@METHODS.register("condprompt")
+class CondPrompt(AnomalyMethod):
+    """CondPrompt: image-conditioned prompts (meta-net bias) and softmax-weighted layer maps."""
+
+    name = "condprompt"
+    config_class = CondPromptConfig
+    normal_only = True
+
+    def __init__(self, backbone, cfg: CondPromptConfig) -> None:
+        super().__init__(backbone, cfg)
+        self.layer_ids = backbone.layers(cfg.layers)
+        words = (tuple(cfg.normal_words), tuple(cfg.abnormal_words))
+        prompts = PromptSet(words, n_ctx=2 * cfg.n_ctx, placement="front")
+        self.prompts = PromptLearner(backbone, prompts, biased=cfg.n_ctx)
+        width = backbone.text_width
+        hidden = cfg.meta_hidden or max(8, width // 16)
+        self.meta_net = nn.Sequential(
+            nn.Linear(backbone.embed_dim, hidden), nn.ReLU(), nn.Linear(hidden, width)
+        )
+        self.synthesizer = AnomalySynthesizer(tasks=tuple(cfg.tasks))
+
+    def train_dataset(self, supports: Sequence[SupportSet], seed: int) -> SynthesisDataset:
+        normals = [im for s in supports for im in s.normals]
+        return SynthesisDataset(normals, self.synthesizer, len(normals), seed)
+
+    def validation_items(self, support: SupportSet, seed: int) -> list[dict]:
+        return synthetic_validation_set(support.normals, self.synthesizer, seed)
+
+    def difference_maps(self, images: Tensor) -> Tensor:
+        """M_l = cos(F_l, P_A) - cos(F_l, P_N) per tapped layer: (L, B, N)."""
+        with torch.no_grad():
+            out = self.backbone.encode_image(images, self.layer_ids)
+            feats = [self.backbone.project_tokens(t[:, 1:]) for t in out.tapped]  # (B, N, D)
+        text = self.prompts(self.meta_net(out.image_embedding))  # (B, 2, D), per image
+        text = F.normalize(text, dim=-1)
+        maps = [torch.einsum("bnd,bcd->bnc", F.normalize(f, dim=-1), text) for f in feats]
+        return torch.stack([m[..., 1] - m[..., 0] for m in maps])
+
+    def anomaly_map(self, images: Tensor) -> Tensor:
+        """(B, H, W) layer-weighted difference map at the input size, in [-2, 2]."""
+        fused, _ = weighted_layer_map(self.difference_maps(images))
+        return upsample(
+            tokens_to_grid(fused.unsqueeze(-1), self.backbone.grid_size), images.shape[-2:]
+        )[:, 0]
+
+    def training_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        prob = torch.sigmoid(self.anomaly_map(batch["image"]) / self.cfg.temperature)
+        mask = batch["mask"]
+        focal = focal_loss(torch.stack([1 - prob, prob], dim=1), mask.long())
+        dice = dice_loss(prob, mask)
+        return {"loss": focal + dice, "focal": focal.detach(), "dice": dice.detach()}
+
+    def forward(self, images: Tensor) -> AnomalyOutput:
+        amap = (self.anomaly_map(images) + 2.0) / 4.0  # [-2, 2] -> [0, 1], no data statistics
+        flat = amap.flatten(1)
+        if self.cfg.score == "topk":
+            k = max(1, int(self.cfg.topk * flat.shape[1]))
+            score = flat.topk(k, dim=1).values.mean(1)
+        else:
+            score = flat.amax(1)
+        return AnomalyOutput(amap, score)
