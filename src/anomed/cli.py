@@ -255,6 +255,40 @@ def cmd_phantom_chest(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_phantom_volumes(args: argparse.Namespace) -> None:
+    from anomed.data.phantom3d import write_phantom_volumes
+
+    cases = write_phantom_volumes(
+        args.output,
+        n_cases=args.n_cases,
+        seed=args.seed,
+        shape=tuple(args.shape),
+        overwrite=args.overwrite,
+    )
+    n_abn = sum(c.label for c in cases)
+    print(
+        f"wrote {len(cases)} head phantoms ({n_abn} with lesions; T1, T1CE, T2, FLAIR NIfTI, "
+        f"one T1 DICOM series) to {args.output}"
+    )
+
+
+def cmd_volume_slices(args: argparse.Namespace) -> None:
+    from anomed.engine.volumes import export_slices
+
+    out = export_slices(
+        args.volumes, args.sequence, args.view, args.output, overwrite=args.overwrite
+    )
+    print(f"wrote {args.sequence} {args.view} slices (folder layout) to {out}")
+
+
+def cmd_crossseq(args: argparse.Namespace) -> None:
+    from anomed.engine.volumes import cross_protocol
+
+    cross_protocol(
+        args.checkpoint, args.volumes, args.output, tuple(args.sequences), tuple(args.views)
+    )
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from anomed.engine.demo import run_demo
 
@@ -380,6 +414,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_phantom_chest)
+
+    p = data_sub.add_parser("phantom-volumes", help="write 3D head phantoms (4 MRI sequences)")
+    p.add_argument("--output", "-o", default="data/head_phantoms")
+    p.add_argument("--n-cases", type=int, default=8)
+    p.add_argument("--shape", type=int, nargs=3, default=[64, 64, 48])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_phantom_volumes)
+
+    p = data_sub.add_parser("volume-slices", help="slice volume cases into a 2D folder dataset")
+    p.add_argument("--volumes", required=True, help="cases folder (cases.json)")
+    p.add_argument("--sequence", default="t1", choices=["t1", "t1ce", "t2", "flair"])
+    p.add_argument("--view", default="axial", choices=["axial", "sagittal", "coronal"])
+    p.add_argument("--output", "-o", required=True)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_volume_slices)
+
+    p = sub.add_parser(
+        "crossseq",
+        help="cross-sequence / cross-view protocol: evaluate a "
+        "checkpoint on every sequence x view of the test volumes",
+    )
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--volumes", required=True, help="cases folder (cases.json)")
+    p.add_argument("--output", "-o", default="runs/crossseq")
+    p.add_argument("--sequences", nargs="+", default=["t1", "t1ce", "t2", "flair"])
+    p.add_argument("--views", nargs="+", default=["axial", "sagittal", "coronal"])
+    p.set_defaults(func=cmd_crossseq)
 
     p = sub.add_parser("demo", help="phantoms -> train MediCLIP (tiny backbone) -> evaluate")
     p.add_argument("--output", "-o", default="runs/demo")

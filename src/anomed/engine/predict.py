@@ -17,8 +17,10 @@ from tqdm.auto import tqdm
 
 from anomed.data.datasets import resize_image
 from anomed.data.io import is_image_file, read_image
+from anomed.data.volumes import find_volumes, is_volume_path
 from anomed.engine.checkpoint import CheckpointInfo, load_checkpoint
 from anomed.engine.device import autocast, resolve_device
+from anomed.engine.volumes import predict_volume
 from anomed.errors import AnomedError
 from anomed.methods.base import AnomalyMethod
 from anomed.viz.overlay import save_overlay_png
@@ -43,29 +45,42 @@ class PredictReport:
         return lines
 
 
-def collect_inputs(inputs: Sequence[str | Path]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Expand folders to their image files (recursively, sorted); report what cannot be used."""
+def collect_inputs(
+    inputs: Sequence[str | Path],
+) -> tuple[list[Path], list[Path], list[tuple[str, str]]]:
+    """Expand inputs into (2D image files, volumes, problems): folders are searched recursively;
+    a DICOM series folder, .nii and .nii.gz files are volumes."""
     files: list[Path] = []
+    volumes: list[Path] = []
     problems: list[tuple[str, str]] = []
     for item in map(Path, inputs):
         if not item.exists():
             problems.append((str(item), "no such file or folder"))
+        elif is_volume_path(item):
+            volumes.append(item)
         elif item.is_dir():
             found = sorted(p for p in item.rglob("*") if p.is_file() and is_image_file(p))
-            if not found:
-                problems.append((str(item), "folder holds no PNG/JPEG/BMP/TIFF images"))
+            vols = [v for v in find_volumes(item) if "lesion_mask" not in v.name]
+            if not found and not vols:
+                problems.append(
+                    (
+                        str(item),
+                        "folder holds no PNG/JPEG/BMP/TIFF images, NIfTI files or DICOM series",
+                    )
+                )
             files += found
+            volumes += vols
         elif not is_image_file(item):
             problems.append(
                 (
                     str(item),
                     f"not an image file (extension {item.suffix or 'none'!r}); "
-                    "use PNG, JPEG, BMP or TIFF",
+                    "use PNG, JPEG, BMP, TIFF, NIfTI or DICOM",
                 )
             )
         else:
             files.append(item)
-    return files, problems
+    return files, volumes, problems
 
 
 def _readable(files: Sequence[Path], skipped: list) -> Iterator[tuple[Path, np.ndarray]]:
@@ -114,8 +129,8 @@ def predict_run(
     progress: bool = True,
 ) -> PredictReport:
     """Score every readable image under `inputs`; write overlays, CSV and JSON."""
-    files, problems = collect_inputs(inputs)
-    if not files:
+    files, volumes, problems = collect_inputs(inputs)
+    if not files and not volumes:
         detail = "; ".join(f"{p}: {why}" for p, why in problems) or "nothing given"
         raise AnomedError(f"no images to score ({detail}). Fix: pass image files or folders.")
     dev = resolve_device(device)
@@ -135,6 +150,23 @@ def predict_run(
             report.rows.append(_row(path, float(score), info, f"overlays/{name}"))
         bar.update(len(chunk))
     bar.close()
+    for path in volumes:
+        try:
+            vol = predict_volume(
+                method, info, path, report.output_dir / "volumes", batch_size=batch_size
+            )
+        except AnomedError as exc:
+            report.skipped.append((str(path), str(exc)))
+            continue
+        report.rows.append(
+            {
+                "file": str(path),
+                "score": vol.score,
+                "threshold": info.calibration.threshold,
+                "decision": vol.decision,
+                "overlay": str(vol.map_path.relative_to(report.output_dir)),
+            }
+        )
     _write_reports(report)
     return report
 
