@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 
 from anomed.backbone import FrozenCLIP
 from anomed.config import from_dict
-from anomed.data.datasets import SupportSet
+from anomed.data.datasets import SupportSet, augmented_items, plain_items
 from anomed.registry import Registry
 
 METHODS: Registry[type[AnomalyMethod]] = Registry("method")
@@ -123,3 +123,44 @@ def method_config_dict(name: str, args: dict[str, Any] | None = None) -> dict[st
 
     cls = METHODS.get(name)
     return to_dict(from_dict(cls.config_class, args or {}))
+
+
+class LabelledShotsMethod(AnomalyMethod):
+    """Shared plumbing of methods trained on labelled normal + abnormal shots (MVFA, MadCLIP).
+
+    Every shot is trained in each of `views` (fixed augmentations); each item keeps its dataset so
+    prompts can carry that dataset's organ word; validation uses the labelled pool as it is.
+    Subclasses give `views` and `class_text(class_name) -> (2, D)`.
+    """
+
+    normal_only = False
+    views = staticmethod(lambda image, mask: [(image, mask)])
+
+    def __init__(self, backbone: FrozenCLIP, cfg: MethodConfig) -> None:
+        super().__init__(backbone, cfg)
+        self.register_buffer("seg_task", torch.tensor(True))  # the dataset has pixel masks
+        self.train_classes: list[str] = []
+        self.validation: list[dict] = []
+
+    def class_text(self, class_name: str) -> Tensor:
+        raise NotImplementedError
+
+    def batch_text(self, dataset_ids: Tensor | None, batch: int) -> Tensor:
+        """Per-image class features (B, 2, D): each image with its own dataset's organ word."""
+        if dataset_ids is None or not self.train_classes:
+            return self.class_text(self.class_name).expand(batch, -1, -1)
+        table = torch.stack([self.class_text(c) for c in self.train_classes])
+        return table[dataset_ids.to(table.device)]
+
+    def train_dataset(self, supports: Sequence[SupportSet], seed: int) -> Dataset:
+        self.train_classes = [s.clsname for s in supports]
+        self.seg_task.fill_(any(s.dataset_has_masks for s in supports))
+        return augmented_items(supports, type(self).views)
+
+    def validation_items(self, support: SupportSet, seed: int) -> list[dict]:
+        self.validation = plain_items(support)
+        return self.validation
+
+    def configure_optimizer(self) -> torch.optim.Optimizer:
+        betas = getattr(self.cfg, "betas", (0.9, 0.999))
+        return torch.optim.Adam(self.trainable_parameters(), lr=self.cfg.lr, betas=betas)

@@ -9,7 +9,6 @@ and middle, averaged. Every ablation of the paper is a config switch (see MadCLI
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -18,9 +17,9 @@ from torch import Tensor, nn
 
 from anomed.adapters import DualBranchAdapters
 from anomed.data.augment import madclip_views
-from anomed.data.datasets import ItemsDataset, SupportSet, augmented_items, collate, plain_items
+from anomed.data.datasets import collate
 from anomed.losses import dice_loss, focal_loss, sigmoid_image_text_loss
-from anomed.methods.base import METHODS, AnomalyMethod, AnomalyOutput, MethodConfig
+from anomed.methods.base import METHODS, AnomalyOutput, LabelledShotsMethod, MethodConfig
 from anomed.prompts import PromptLearner, PromptSet, encode_fixed_prompts, organ_word
 from anomed.scoring import layer_maps
 
@@ -69,12 +68,12 @@ class MadCLIPConfig(MethodConfig):
 
 
 @METHODS.register("madclip")
-class MadCLIP(AnomalyMethod):
+class MadCLIP(LabelledShotsMethod):
     """MadCLIP: dual normal/abnormal side adapters, dual contrast, sigmoid loss (labelled shots)."""
 
     name = "madclip"
     config_class = MadCLIPConfig
-    normal_only = False
+    views = staticmethod(madclip_views)
 
     def __init__(self, backbone, cfg: MadCLIPConfig) -> None:
         super().__init__(backbone, cfg)
@@ -93,9 +92,6 @@ class MadCLIP(AnomalyMethod):
         self.temperature = nn.Parameter(torch.ones(()), requires_grad=cfg.learn_temperature)
         self.bias = nn.Parameter(torch.zeros(()), requires_grad=cfg.learn_temperature)
         self.register_buffer("stats", torch.tensor([[0.0, 1.0]] * 2))
-        self.register_buffer("seg_task", torch.tensor(True))
-        self.train_classes: list[str] = []
-        self.validation: list[dict] = []
         self._learners: dict[str, PromptLearner] = {}
         self._fixed: dict[str, Tensor] = {}
 
@@ -123,27 +119,6 @@ class MadCLIP(AnomalyMethod):
             learner = PromptLearner(self.backbone, self._prompt_set(class_name), ctx=self.ctx)
             self._learners[class_name] = learner.to(self.ctx.device)
         return self._learners[class_name]()
-
-    def batch_text(self, dataset_ids: Tensor | None, batch: int) -> Tensor:
-        """(B, 2, D): each image with its own dataset's organ word."""
-        if dataset_ids is None or not self.train_classes:
-            return self.class_text(self.class_name).expand(batch, -1, -1)
-        table = torch.stack([self.class_text(c) for c in self.train_classes])
-        return table[dataset_ids.to(table.device)]
-
-    # ---- data -----------------------------------------------------------------------------
-    def train_dataset(self, supports: Sequence[SupportSet], seed: int) -> ItemsDataset:
-        """Every shot in MadCLIP's 16 views."""
-        self.train_classes = [s.clsname for s in supports]
-        self.seg_task.fill_(any(s.dataset_has_masks for s in supports))
-        return augmented_items(supports, madclip_views)
-
-    def validation_items(self, support: SupportSet, seed: int) -> list[dict]:
-        self.validation = plain_items(support)
-        return self.validation
-
-    def configure_optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.trainable_parameters(), lr=self.cfg.lr, betas=self.cfg.betas)
 
     # ---- scores ---------------------------------------------------------------------------
     def dual_contrast(self, f_n: Tensor, f_a: Tensor, text: Tensor) -> Tensor:

@@ -14,7 +14,6 @@ score depend on the other test images, so a checkpoint's threshold means nothing
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,10 +22,10 @@ from torch import Tensor
 
 from anomed.adapters.residual import ResidualAdapters
 from anomed.data.augment import mvfa_views
-from anomed.data.datasets import ItemsDataset, SupportSet, augmented_items, collate, plain_items
+from anomed.data.datasets import collate
 from anomed.losses import binary_cross_entropy, dice_loss, focal_loss
 from anomed.memory_bank import MemoryBank, banks_state, split_banks_state
-from anomed.methods.base import METHODS, AnomalyMethod, AnomalyOutput, MethodConfig
+from anomed.methods.base import METHODS, AnomalyOutput, LabelledShotsMethod, MethodConfig
 from anomed.prompts import encode_fixed_prompts, organ_word
 from anomed.prompts.ensemble import ensemble_texts
 from anomed.scoring import layer_maps, patch_text_probs, tokens_to_grid, upsample
@@ -54,12 +53,12 @@ class MVFAConfig(MethodConfig):
 
 
 @METHODS.register("mvfa")
-class MVFA(AnomalyMethod):
+class MVFA(LabelledShotsMethod):
     """MVFA: residual multi-level adapters + prompt ensemble + memory bank (labelled shots)."""
 
     name = "mvfa"
     config_class = MVFAConfig
-    normal_only = False
+    views = staticmethod(mvfa_views)
 
     def __init__(self, backbone, cfg: MVFAConfig) -> None:
         super().__init__(backbone, cfg)
@@ -73,11 +72,8 @@ class MVFA(AnomalyMethod):
             cfg.beta,
         )
         self.register_buffer("stats", torch.tensor([[0.0, 1.0]] * 4))
-        self.register_buffer("seg_task", torch.tensor(True))  # the dataset has pixel masks
         self.bank_seg: MemoryBank | None = None
         self.bank_det: MemoryBank | None = None
-        self.validation: list[dict] = []
-        self.train_classes: list[str] = []
         self._text_cache: dict[str, Tensor] = {}
 
     def _apply(self, fn, recurse: bool = True):
@@ -92,27 +88,6 @@ class MVFA(AnomalyMethod):
             normal, abnormal = ensemble_texts(organ)
             self._text_cache[organ] = encode_fixed_prompts(self.backbone, [normal, abnormal])
         return self._text_cache[organ]
-
-    def batch_text(self, dataset_ids: Tensor | None, batch: int) -> Tensor:
-        """Per-image class features (B, 2, D): each image with its own dataset's organ word."""
-        if dataset_ids is None or not self.train_classes:
-            return self.class_text(self.class_name).expand(batch, -1, -1)
-        table = torch.stack([self.class_text(c) for c in self.train_classes])
-        return table[dataset_ids.to(table.device)]
-
-    # ---- data -----------------------------------------------------------------------------
-    def train_dataset(self, supports: Sequence[SupportSet], seed: int) -> ItemsDataset:
-        """Every shot in the 11 MVFA views; items remember their dataset (organ word)."""
-        self.train_classes = [s.clsname for s in supports]
-        self.seg_task.fill_(any(s.dataset_has_masks for s in supports))
-        return augmented_items(supports, mvfa_views)
-
-    def validation_items(self, support: SupportSet, seed: int) -> list[dict]:
-        self.validation = plain_items(support)
-        return self.validation
-
-    def configure_optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.trainable_parameters(), lr=self.cfg.lr, betas=self.cfg.betas)
 
     # ---- features -------------------------------------------------------------------------
     def adapted_tokens(self, images: Tensor) -> tuple[list[Tensor], list[Tensor]]:
