@@ -214,5 +214,5 @@ def test_format_metrics_table():
         "|  | image_auroc | pixel_auroc |",
         "|---|---:|---:|",
         "| brain | 91.2 | N/A |",
-        "| liver | 100.0 | N/A |",
+        "| liver | 100.0 | — |",
     ]

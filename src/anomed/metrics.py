@@ -343,12 +343,17 @@ def format_metrics_table(
     keys: Sequence[str] | None = None,
     index_name: str = "",
 ) -> str:
-    """A Markdown table: one row per entry of `rows`, values as percentages, None as N/A."""
+    """A Markdown table: one row per entry of `rows`, values as percentages; None (undefined) as
+    N/A, a key a row does not have (e.g. not published) as an em dash."""
     keys = list(METRIC_KEYS if keys is None else keys)
     lines = [
         "| " + " | ".join([index_name, *keys]) + " |",
         "|" + "|".join(["---", *["---:"] * len(keys)]) + "|",
     ]
     for name, values in rows.items():
-        lines.append("| " + " | ".join([name, *(_percent(values.get(k)) for k in keys)]) + " |")
+        lines.append(
+            "| "
+            + " | ".join([name, *((_percent(values[k]) if k in values else "—") for k in keys)])
+            + " |"
+        )
     return "\n".join(lines)

@@ -93,3 +93,27 @@ PPAD = {
     "std": {"zhanglab": 0.4, "chexpert": 0.9, "vindr-cxr": 0.9},
 }
 PUBLISHED["ppad"] = PPAD
+
+
+def published_rows(method: str, k: int, class_name: str) -> dict[str, dict[str, float]]:
+    """Published figures to print beside one of our runs, labelled, as fractions.
+
+    The exact dataset and protocol when the paper has them; otherwise all of the method's
+    published rows, so a reader still sees what the paper reports and on what.
+    """
+    ref = PUBLISHED.get(method)
+    if ref is None:
+        return {}
+    results, backbone = ref["results"], ref["backbone"]
+    if method == "mediclip":  # keyed dataset -> metric -> k
+        row = {m: v[k] / 100.0 for m, v in results.get(class_name.lower(), {}).items() if k in v}
+        return {f"published {method} ({class_name}, k={k}, {backbone})": row} if row else {}
+    protocol = f"few-shot k={k}"
+    exact = published_metrics(method, protocol, class_name)
+    if exact is not None:
+        return {published_label(method, protocol, class_name): exact}
+    return {
+        f"published {method} ({proto}, {name}, {backbone})": {m: v / 100.0 for m, v in row.items()}
+        for proto, table in results.items()
+        for name, row in table.items()
+    }

@@ -38,7 +38,7 @@ from anomed.engine.train import FitResult, fit
 from anomed.errors import AnomedError
 from anomed.methods.base import METHODS, AnomalyMethod, create_method
 from anomed.metrics import format_metrics_table
-from anomed.published import published_label, published_metrics
+from anomed.published import published_rows
 from anomed.viz.overlay import save_heatmap_grid
 from anomed.viz.plots import save_roc_curve
 
@@ -302,10 +302,8 @@ def write_eval_report(
     }
     (out / "metrics.json").write_text(json.dumps(payload, indent=1))
     rows = {label: result.metrics}
-    protocol = f"few-shot k={info.run.data.k}"
-    paper = published_metrics(info.run.method, protocol, info.class_name)
-    if paper is not None and not info.run.data.train_roots:
-        rows[published_label(info.run.method, protocol, info.class_name)] = paper
+    if not info.run.data.train_roots:
+        rows.update(published_rows(info.run.method, info.run.data.k, info.class_name))
     decisions_line = (
         f"\nDecisions at the calibrated threshold {cal.threshold:.4f} (validation normals, "
         f"FPR {cal.target_fpr}): accuracy {payload['acc_calibrated']:.3f}, F1 "
