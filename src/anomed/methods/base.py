@@ -161,6 +161,17 @@ class LabelledShotsMethod(AnomalyMethod):
         self.validation = plain_items(support)
         return self.validation
 
+    def fit_ranges(self, scores: dict[int, Tensor]) -> None:
+        """Store (min, max) of each score in row `key` of the `stats` buffer (validation data)."""
+        for row, values in scores.items():
+            lo, hi = float(values.min()), float(values.max())
+            self.stats[row] = torch.tensor([lo, max(hi, lo + 1e-6)])
+
+    def normalized(self, values: Tensor, row: int) -> Tensor:
+        """Min-max normalise with the validation range of row `row` (no test statistics)."""
+        lo, hi = self.stats[row]
+        return (values - lo) / (hi - lo)
+
     def configure_optimizer(self) -> torch.optim.Optimizer:
         betas = getattr(self.cfg, "betas", (0.9, 0.999))
         return torch.optim.Adam(self.trainable_parameters(), lr=self.cfg.lr, betas=betas)

@@ -196,13 +196,10 @@ class MadCLIP(LabelledShotsMethod):
         if not self.validation:
             return
         amap, det = self.raw_scores(collate(self.validation)["image"].to(self.stats.device))
-        for row, values in ((MAP, amap), (DET, det)):
-            lo, hi = float(values.min()), float(values.max())
-            self.stats[row] = torch.tensor([lo, max(hi, lo + 1e-6)])
+        self.fit_ranges({MAP: amap, DET: det})
 
     def forward(self, images: Tensor) -> AnomalyOutput:
         amap, det = self.raw_scores(images)
-        amap = (amap - self.stats[MAP, 0]) / (self.stats[MAP, 1] - self.stats[MAP, 0])
-        det = (det - self.stats[DET, 0]) / (self.stats[DET, 1] - self.stats[DET, 0])
+        amap, det = self.normalized(amap, MAP), self.normalized(det, DET)
         score = amap.flatten(1).amax(1) if bool(self.seg_task) else det
         return AnomalyOutput(amap, score)

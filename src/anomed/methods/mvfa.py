@@ -142,7 +142,8 @@ class MVFA(LabelledShotsMethod):
             self.bank_seg = MemoryBank.build(seg_tokens, coreset=self.cfg.coreset)
             self.bank_det = MemoryBank.build(det_tokens, coreset=self.cfg.coreset)
         if self.validation:
-            self._fit_stats(collate(self.validation)["image"])
+            images = collate(self.validation)["image"].to(self.stats.device)
+            self.fit_ranges(self.raw_scores(images))
 
     def _collect(self, images: list[np.ndarray], batch: int = 16) -> tuple[list, list]:
         device = self.stats.device
@@ -154,12 +155,6 @@ class MVFA(LabelledShotsMethod):
             seg_all.append([t.reshape(-1, t.shape[-1]) for t in seg])
         merge = lambda parts: [torch.cat([p[j] for p in parts]) for j in range(len(parts[0]))]  # noqa: E731
         return merge(det_all), merge(seg_all)
-
-    def _fit_stats(self, images: Tensor) -> None:
-        raw = self.raw_scores(images.to(self.stats.device))
-        for row, values in raw.items():
-            lo, hi = float(values.min()), float(values.max())
-            self.stats[row] = torch.tensor([lo, max(hi, lo + 1e-6)])
 
     # ---- inference ------------------------------------------------------------------------
     def raw_scores(self, images: Tensor) -> dict[int, Tensor]:
@@ -181,8 +176,7 @@ class MVFA(LabelledShotsMethod):
     def _norm(self, values: Tensor, row: int) -> Tensor:
         if self.cfg.normalization == "paper":
             return values  # min-max over the test set happens in `finalize_test`
-        lo, hi = self.stats[row]
-        return (values - lo) / (hi - lo)
+        return self.normalized(values, row)
 
     def forward(self, images: Tensor) -> AnomalyOutput:
         raw = self.raw_scores(images)
