@@ -41,6 +41,17 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         help="model selection: validation split (default), last epoch, or the "
         "papers' habit of picking the epoch on the test set (leaks test labels)",
     )
+    p.add_argument(
+        "--no-feature-cache",
+        dest="cache_features",
+        action="store_false",
+        default=None,
+        help="side-adapter methods: run the backbone on freshly synthesized anomalies every "
+        "epoch instead of caching frozen features once (slower; see train.cache_variants)",
+    )
+    p.add_argument(
+        "--compile", action="store_true", default=None, help="torch.compile the frozen blocks"
+    )
     p.add_argument("--output", "-o", help="output folder for the checkpoint and reports")
     p.add_argument(
         "--set",
@@ -68,6 +79,8 @@ _FLAG_KEYS = {
     "batch_size": "train.batch_size",
     "device": "train.device",
     "select": "train.select",
+    "cache_features": "train.cache_features",
+    "compile": "train.compile",
     "output": "output_dir",
 }
 
@@ -141,6 +154,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
         device=args.device or "auto",
         batch_size=args.batch_size,
         progress=not args.quiet,
+        compile_backbone=args.compile,
     )
     for line in report.summary_lines():
         print(line)
@@ -168,6 +182,10 @@ def cmd_bench_speed(args: argparse.Namespace) -> None:
         k=args.k,
         epochs=args.epochs,
         adapt=not args.no_adapt,
+        adapt_batch_size=args.adapt_batch_size,
+        cache=tuple(c == "on" for c in args.cache),
+        compile=args.compile,
+        num_workers=args.num_workers,
     )
     report = run_speed(cfg, args.output)
     print(report["summary"])
@@ -339,6 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", default="runs/predict", help="output folder")
     p.add_argument("--device", help="auto, cpu, cuda")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument(
+        "--compile", action="store_true", help="torch.compile the backbone (large inputs only)"
+    )
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("bench", help="benchmarks")
@@ -372,6 +393,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=16, help="shots for the adaptation timing")
     p.add_argument("--epochs", type=int, help="adaptation epochs (default: the method's)")
     p.add_argument("--no-adapt", action="store_true", help="skip the adaptation timing")
+    p.add_argument(
+        "--adapt-batch-size",
+        type=int,
+        help="adaptation batch (default: the method's; 1 = reference loops)",
+    )
+    p.add_argument(
+        "--cache",
+        nargs="+",
+        choices=["on", "off"],
+        default=["on", "off"],
+        help="feature cache settings to time (side-adapter methods)",
+    )
+    p.add_argument("--compile", action="store_true", help="torch.compile the frozen blocks")
+    p.add_argument("--num-workers", type=int, default=0, help="data-loading workers")
     p.add_argument("--output", "-o", default="runs/bench/speed.json")
     p.set_defaults(func=cmd_bench_speed)
 

@@ -49,6 +49,13 @@ class TrainConfig:
     select: str = "val"  # "val" (best validation score), "last", or "test-leak" (papers' habit)
     target_fpr: float = 0.05  # decision threshold = score quantile of validation normals
     seed: int = 0  # seeds initialisation and synthesis
+    # Side-adapter methods: frozen features computed once (engine.cache); False = every epoch
+    # runs the backbone on freshly synthesized anomalies.
+    cache_features: bool = True
+    cache_variants: int = 16  # synthesized epochs kept in the cache; later epochs cycle them
+    cache_budget_gib: float = 4.0  # the cache shrinks its variants to fit; over it: no cache
+    cache_batch_size: int = 32  # backbone batch while filling the cache
+    compile: bool = False  # torch.compile the frozen transformer blocks (FrozenCLIP.compile_blocks)
 
 
 @dataclass

@@ -26,6 +26,18 @@ def test_bench_speed_writes_report(tmp_path, capsys):
     report = json.loads(out.read_text())
     timed = [r for r in report["inference"] if "img_per_s" in r]
     assert [r["batch"] for r in timed] == [1, 4] and all(r["img_per_s"] > 0 for r in timed)
-    assert report["adaptation"]["k"] == 2 and report["adaptation"]["items_per_epoch"] == 2
-    assert report["peak_memory_mib"] > 0
+    cached, fresh = report["adaptation"]  # mediclip is a side-adapter method: both settings
+    assert cached["cache"] and not fresh["cache"]
+    assert cached["k"] == 2 and cached["items_per_epoch"] == 2 and cached["optimizer_steps"] == 1
+    assert all(r["peak_memory_mib"] > 0 for r in report["adaptation"] + timed)
+    assert [r["skipped"] for r in report["inference"] if "skipped" in r] == ["bf16: GPU only"]
     assert "img/s" in capsys.readouterr().out
+
+
+def test_bench_speed_times_a_residual_adapter_method_uncached(tmp_path):
+    out = tmp_path / "speed.json"
+    argv = ["bench", "speed", "--method", "mvfa", "--image-size", "112", "--batch-sizes", "2"]
+    argv += ["--iters", "1", "--k", "1", "--epochs", "1", "--adapt-batch-size", "1", "-o", str(out)]
+    assert main(argv) == 0
+    (row,) = json.loads(out.read_text())["adaptation"]
+    assert not row["cache"] and row["batch_size"] == 1 and row["optimizer_steps"] == 22

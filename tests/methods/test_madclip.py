@@ -47,7 +47,8 @@ def test_sigmoid_loss_labels_by_hand(tiny_backbone):
 def test_branches_get_gradients_only_from_their_own_terms(tiny_backbone):
     method = create_method("madclip", tiny_backbone, {"layers": [24]})
     text = method.class_text("brain").expand(2, -1, -1)
-    layer = method.layer_logits(torch.rand(2, 3, 112, 112), text)[0]
+    patches = method.frozen_features(torch.rand(2, 3, 112, 112))["patches"]
+    layer = method.layer_logits(patches, text)[0]
     layer["det"][..., 0].sum().backward()  # S_n of the detection head only
     normal, abnormal = method.adapters.normal[0], method.adapters.abnormal[0]
     assert normal.det[0].weight.grad.abs().sum() > 0

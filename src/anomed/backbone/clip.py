@@ -194,6 +194,15 @@ class FrozenCLIP(nn.Module):
         """Stay in eval mode: the backbone is frozen (no dropout, fixed norms)."""
         return super().train(False)
 
+    def compile_blocks(self, **options: object) -> None:
+        """torch.compile every transformer block of both towers, in place (state dict unchanged).
+
+        Blocks share their code, so one compiled graph serves them all; the first batch of each
+        new shape pays the compilation. Off by default (`train.compile`, `--compile`)."""
+        blocks = [*self.visual.transformer.resblocks, *self.text_tower.transformer.resblocks]
+        for block in blocks:
+            block.compile(**options)
+
     # ---- geometry -------------------------------------------------------------------------
     @property
     def image_size(self) -> int:

@@ -44,7 +44,10 @@ def run_batches(
     labels, scores, maps, masks, has = [], [], [], [], []
     for batch in tqdm(batches, total=total, desc=desc, disable=not progress, unit="batch"):
         with autocast(device, amp):
-            out = method(batch["image"].to(device))
+            if "image" in batch:
+                out = method(batch["image"].to(device))
+            else:  # frozen features cached by the training loop (engine.cache)
+                out = method.forward_features(batch, batch["mask"].shape[-2:])
         amap = out.anomaly_map.float().cpu().numpy()
         score = out.image_score.float().cpu().numpy()
         acc.update(batch["label"], score, batch["mask"], amap, batch["has_mask"])

@@ -127,14 +127,19 @@ def predict_run(
     device: str = "auto",
     batch_size: int = 16,
     progress: bool = True,
+    compile_backbone: bool = False,
 ) -> PredictReport:
-    """Score every readable image under `inputs`; write overlays, CSV and JSON."""
+    """Score every readable image under `inputs`; write overlays, CSV and JSON.
+
+    `compile_backbone` torch.compiles the frozen blocks: worth it for large folders only."""
     files, volumes, problems = collect_inputs(inputs)
     if not files and not volumes:
         detail = "; ".join(f"{p}: {why}" for p, why in problems) or "nothing given"
         raise AnomedError(f"no images to score ({detail}). Fix: pass image files or folders.")
     dev = resolve_device(device)
     method, info = load_checkpoint(checkpoint, dev)
+    if compile_backbone:
+        method.backbone.compile_blocks()
     report = PredictReport(Path(output_dir), skipped=list(problems))
     overlays = report.output_dir / "overlays"
     overlays.mkdir(parents=True, exist_ok=True)

@@ -142,6 +142,8 @@ def train_run(
     backbone = load_backbone(cfg.backbone, device)
     torch.manual_seed(cfg.train.seed)
     method = create_method(cfg.method, backbone, cfg.method_args).to(device)
+    if cfg.train.compile:
+        backbone.compile_blocks()
     method.class_name = _class_name(splits)
     size = backbone.image_size
     supports = _training_supports(cfg, split, size)

@@ -8,8 +8,9 @@ bracketed by synchronisation.
 from __future__ import annotations
 
 import json
+import os
 import platform
-import resource
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -39,6 +40,10 @@ class SpeedConfig:
     k: int = 16  # shots for the adaptation timing
     epochs: int | None = None  # None: the method's default schedule
     adapt: bool = True
+    adapt_batch_size: int | None = None  # None: the method's; 1 mimics the reference loops
+    cache: tuple[bool, ...] = (True, False)  # feature cache on/off (side-adapter methods)
+    compile: bool = False  # torch.compile the frozen blocks first
+    num_workers: int = 0  # data-loading workers for the adaptation
 
 
 def _sync(device: torch.device) -> None:
@@ -59,29 +64,65 @@ def _timed(fn: Callable[[], object], device: torch.device, iters: int) -> float:
     return float(np.median(times))
 
 
-def peak_memory_mib(device: torch.device) -> float:
-    """Peak GPU memory on cuda, else the process's peak resident memory."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class PeakMemory:
+    """Peak memory inside a `with` block: GPU allocations on cuda, else the process's resident
+    set, sampled every few milliseconds by a thread (`peak_mib` after the block)."""
+
+    def __init__(self, device: torch.device, interval: float = 0.005) -> None:
+        self.device, self.interval, self.peak_mib = device, interval, 0.0
+        self._stop = threading.Event()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak_mib = max(self.peak_mib, _rss_mib())
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            self.peak_mib = _rss_mib()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak_mib = torch.cuda.max_memory_allocated(self.device) / 2**20
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak_mib = max(self.peak_mib, _rss_mib())
+
+
+def _precisions(cfg: SpeedConfig, device: torch.device) -> list[str]:
+    return [p for p in cfg.precisions if p == "fp32" or device.type == "cuda"]
 
 
 def inference_speed(method: AnomalyMethod, cfg: SpeedConfig, device: torch.device) -> list[dict]:
-    """img/s per batch size and precision; batch 1 also gives the single-image latency."""
+    """img/s and peak memory per batch size and precision (bf16: GPU only; CPU autocast to bf16
+    is slower than fp32 on most CPUs); batch 1 also gives the single-image latency."""
     size = method.backbone.image_size
     rows = []
     for precision in cfg.precisions:
+        if precision not in _precisions(cfg, device):
+            rows.append({"precision": precision, "skipped": "bf16: GPU only"})
+            continue
         for batch in cfg.batch_sizes:
             images = torch.rand(batch, 3, size, size, device=device)
 
             def step(images: torch.Tensor = images, precision: str = precision) -> object:
-                with torch.no_grad(), autocast(device, precision == "bf16"):
+                with torch.inference_mode(), autocast(device, precision == "bf16"):
                     return method(images)
 
-            if precision == "bf16" and device.type != "cuda":
-                rows.append({"precision": precision, "batch": batch, "skipped": "bf16: GPU only"})
-                continue
-            seconds = _timed(step, device, cfg.iters)
+            with PeakMemory(device) as memory:
+                seconds = _timed(step, device, cfg.iters)
             rows.append(
                 {
                     "precision": precision,
@@ -89,62 +130,91 @@ def inference_speed(method: AnomalyMethod, cfg: SpeedConfig, device: torch.devic
                     "seconds": seconds,
                     "img_per_s": batch / seconds,
                     "latency_ms": 1000 * seconds / batch,
+                    "peak_memory_mib": memory.peak_mib,
                 }
             )
     return rows
 
 
-def _random_support(k: int, size: int, seed: int = 0) -> SupportSet:
-    """k normal + k abnormal random images: adaptation cost does not depend on content."""
+def _random_support(k: int, size: int, seed: int = 0, labelled: bool = True) -> SupportSet:
+    """k normal (+ k abnormal) random images: adaptation cost does not depend on content."""
     rng = np.random.default_rng(seed)
-    images = [rng.random((size, size, 3), dtype=np.float32) for _ in range(2 * k)]
-    masks = [np.zeros((size, size), bool) for _ in range(2 * k)]
+    n = 2 * k if labelled else k
+    images = [rng.random((size, size, 3), dtype=np.float32) for _ in range(n)]
+    masks = [np.zeros((size, size), bool) for _ in range(n)]
     for m in masks[k:]:
         m[size // 4 : size // 2, size // 4 : size // 2] = True
-    return SupportSet(images, [0] * k + [1] * k, masks, [True] * (2 * k), clsname="brain")
+    return SupportSet(images, [0] * k + [1] * (n - k), masks, [True] * n, clsname="brain")
 
 
-def adaptation_time(method: AnomalyMethod, cfg: SpeedConfig, device: torch.device) -> dict:
-    """Wall time of the method's k-shot schedule, synthesis and data loading included."""
-    support = _random_support(cfg.k, method.backbone.image_size)
-    if method.normal_only:
-        support = SupportSet(
-            support.normals, [0] * cfg.k, support.masks[: cfg.k], [True] * cfg.k, support.clsname
-        )
+def adaptation_time(
+    method: AnomalyMethod, cfg: SpeedConfig, device: torch.device, precision: str, cache: bool
+) -> dict:
+    """Wall time and peak memory of the method's k-shot schedule: synthesis, data loading and
+    the validation passes of a real run included (validation: 4 more random images per class).
+    """
+    size, labelled = method.backbone.image_size, not method.normal_only
+    support = _random_support(cfg.k, size, labelled=labelled)
     method.support, method.class_name = support, support.clsname
     epochs = cfg.epochs or method.cfg.epochs
-    start = time.perf_counter()
-    train_set = method.train_dataset([support], seed=0)
-    result = fit(
-        method,
-        train_set,
-        [],
-        TrainConfig(select="last"),
-        epochs,
-        method.cfg.batch_size,
-        device,
-        progress=False,
-        log=lambda _: None,
+    batch = cfg.adapt_batch_size or method.cfg.batch_size or 2 * cfg.k
+    train_cfg = TrainConfig(
+        amp=precision == "bf16", cache_features=cache, num_workers=cfg.num_workers
     )
-    _sync(device)
-    seconds = time.perf_counter() - start
+    with PeakMemory(device) as memory:
+        start = time.perf_counter()
+        train_set = method.train_dataset([support], seed=0)
+        val_items = method.validation_items(_random_support(4, size, 1, labelled), seed=0)
+        result = fit(
+            method,
+            train_set,
+            val_items,
+            train_cfg,
+            epochs,
+            batch,
+            device,
+            progress=False,
+            log=lambda _: None,
+        )
+        _sync(device)
+        seconds = time.perf_counter() - start
     return {
+        "precision": precision,
+        "cache": result.cached,
         "k": cfg.k,
         "epochs": epochs,
-        "batch_size": method.cfg.batch_size,
+        "batch_size": batch,
         "items_per_epoch": len(train_set),
+        "optimizer_steps": epochs * -(-len(train_set) // batch),
         "seconds": seconds,
         "fit_seconds": result.seconds,
+        "peak_memory_mib": memory.peak_mib,
     }
+
+
+def _adaptation_rows(cfg: SpeedConfig, backbone, device: torch.device) -> list[dict]:
+    """One row per precision x cache setting, each from a freshly initialised method."""
+    cacheable = METHODS.get(cfg.method).cacheable
+    rows = []
+    for precision in _precisions(cfg, device):
+        for cache in sorted(set(cfg.cache) if cacheable else {False}, reverse=True):
+            torch.manual_seed(0)
+            method = create_method(cfg.method, backbone).to(device)
+            rows.append(adaptation_time(method, cfg, device, precision, cache))
+    return rows
 
 
 def run_speed(cfg: SpeedConfig, output: str | Path | None = None) -> dict:
     """Measure everything in `cfg`; write JSON to `output` if given; return the report."""
     device = resolve_device(cfg.device)
     METHODS.get(cfg.method)
-    method = create_method(cfg.method, load_backbone(cfg.backbone, device)).to(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    backbone = load_backbone(cfg.backbone, device)
+    if cfg.compile:
+        backbone.compile_blocks()
+    method = create_method(cfg.method, backbone).to(device)
+    if not method.trainable_parameters():
+        method.support = _random_support(cfg.k, backbone.image_size, labelled=False)
+        method.prepare()  # training-free methods score against the support set
     report = {
         "method": cfg.method,
         "config": asdict(cfg),
@@ -152,11 +222,9 @@ def run_speed(cfg: SpeedConfig, output: str | Path | None = None) -> dict:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "inference": inference_speed(method, cfg, device),
-        "peak_memory_inference_mib": peak_memory_mib(device),
     }
     if cfg.adapt:
-        report["adaptation"] = adaptation_time(method, cfg, device)
-        report["peak_memory_mib"] = peak_memory_mib(device)
+        report["adaptation"] = _adaptation_rows(cfg, backbone, device)
     report["summary"] = summary_line(report)
     if output:
         Path(output).parent.mkdir(parents=True, exist_ok=True)
@@ -171,18 +239,21 @@ def _device_name(device: torch.device) -> str:
 
 
 def summary_line(report: dict) -> str:
-    """One line: best throughput, batch-1 latency, adaptation time, peak memory."""
+    """One line: best throughput, batch-1 latency, fastest adaptation, their peak memory."""
     timed = [r for r in report["inference"] if "img_per_s" in r]
     best = max(timed, key=lambda r: r["img_per_s"])
     single = [r for r in timed if r["batch"] == 1]
     parts = [
         f"{report['method']} on {report['device']}: {best['img_per_s']:.1f} img/s "
-        f"(batch {best['batch']}, {best['precision']})"
+        f"(batch {best['batch']}, {best['precision']}, {best['peak_memory_mib']:.0f} MiB)"
     ]
     if single:
-        parts.append(f"latency {single[0]['latency_ms']:.1f} ms")
-    if "adaptation" in report:
-        a = report["adaptation"]
-        parts.append(f"k={a['k']} adaptation {a['seconds']:.1f} s ({a['epochs']} epochs)")
-        parts.append(f"peak memory {report['peak_memory_mib']:.0f} MiB")
+        parts.append(f"latency {min(r['latency_ms'] for r in single):.1f} ms")
+    if report.get("adaptation"):
+        a = min(report["adaptation"], key=lambda r: r["seconds"])
+        cached = ", cached features" if a["cache"] else ""
+        parts.append(
+            f"k={a['k']} adaptation {a['seconds']:.1f} s ({a['epochs']} epochs, batch "
+            f"{a['batch_size']}, {a['precision']}{cached}, peak {a['peak_memory_mib']:.0f} MiB)"
+        )
     return ", ".join(parts)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -14,8 +14,9 @@ from tqdm.auto import tqdm
 
 from anomed.config import TrainConfig
 from anomed.data.datasets import collate
+from anomed.engine.cache import build_feature_cache, cached_validation
 from anomed.engine.device import autocast, to_device
-from anomed.engine.evaluate import EvalResult, evaluate_items
+from anomed.engine.evaluate import EvalResult, evaluate_items, run_batches
 from anomed.errors import AnomedError
 from anomed.methods.base import AnomalyMethod
 
@@ -31,6 +32,7 @@ class FitResult:
     selected_by: str  # "val", "last" or "test-leak" (leaks test labels: papers' habit)
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    cached: bool = False  # frozen features came from the feature cache (engine.cache)
 
 
 def selection_score(metrics: dict[str, float | None]) -> float:
@@ -46,6 +48,57 @@ def _batches(loader: DataLoader, dataset: Dataset, epoch: int) -> Iterator[dict]
     yield from loader
 
 
+def _train_epoch(
+    method: AnomalyMethod,
+    batches: Iterable[dict],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    device: torch.device,
+    amp: bool,
+) -> float:
+    """One pass of optimizer steps; the mean loss (read once, not synchronising every step)."""
+    total, steps = torch.zeros((), device=device), 0
+    for batch in batches:
+        batch = to_device(batch, device)
+        with autocast(device, amp):
+            loss = method.training_step(batch)["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        total += loss.detach().float()
+        steps += 1
+    return float(total) / max(1, steps)
+
+
+def _validator(
+    method: AnomalyMethod,
+    val_items: Sequence[dict],
+    select: str,
+    batch_size: int,
+    device: torch.device,
+    amp: bool,
+    test_eval: Callable[[], EvalResult] | None,
+    cached: bool,
+) -> Callable[[], dict[str, float | None]]:
+    """What one validation pass measures: the test set (test-leak), else the validation items,
+    whose frozen features are computed once when the method's features are cached."""
+    val_batches: list[dict] = []
+
+    def validate() -> dict[str, float | None]:
+        method.prepare()
+        if select == "test-leak":
+            return test_eval().metrics
+        if not cached:
+            return evaluate_items(method, val_items, batch_size, device, amp).metrics
+        if not val_batches:
+            val_batches.extend(cached_validation(method, list(val_items), batch_size, device, amp))
+        return run_batches(method, val_batches, device, amp).metrics
+
+    return validate
+
+
 def fit(
     method: AnomalyMethod,
     train_set: Dataset,
@@ -59,17 +112,7 @@ def fit(
     log: Callable[[str], None] = tqdm.write,
 ) -> FitResult:
     """Train `method` in place; keep the weights of the selected epoch."""
-    if cfg.select not in SELECT_MODES:
-        raise AnomedError(f"--select {cfg.select!r}: choose one of {SELECT_MODES}")
-    if cfg.select == "test-leak" and test_eval is None:
-        raise AnomedError("--select test-leak needs a test set to peek at")
-    select = cfg.select
-    if select == "val" and not val_items:
-        log(
-            "no validation images left in the training pool (k uses them all): keeping the "
-            "last epoch instead of selecting on validation"
-        )
-        select = "last"
+    select = _selection_mode(cfg, val_items, test_eval, log)
     generator = torch.Generator().manual_seed(cfg.seed)
     if epochs == 0 or len(train_set) == 0:  # training-free methods (memory bank, WinCLIP)
         epochs = 0
@@ -87,36 +130,30 @@ def fit(
     result = FitResult(epochs=epochs, best_epoch=epochs, selected_by=select)
     best_score, best_state = float("-inf"), None
     start = time.perf_counter()
+    cache = build_feature_cache(method, train_set, epochs, device, cfg, log)
+    result.cached = cache is not None
+    validate = _validator(
+        method, val_items, select, batch_size, device, cfg.amp, test_eval, result.cached
+    )
     bar = tqdm(range(1, epochs + 1), desc=f"train {method.name}", disable=not progress, unit="ep")
     for epoch in bar:
         method.train()
-        losses = []
-        for batch in _batches(loader, train_set, epoch):
-            batch = to_device(batch, device)
-            with autocast(device, cfg.amp):
-                loss = method.training_step(batch)["loss"]
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            losses.append(float(loss.detach()))
-        row = {"epoch": epoch, "loss": sum(losses) / max(1, len(losses))}
+        batches = (
+            cache.batches(epoch, batch_size, generator)
+            if cache is not None
+            else _batches(loader, train_set, epoch)
+        )
+        loss = _train_epoch(method, batches, optimizer, scheduler, device, cfg.amp)
+        row = {"epoch": epoch, "loss": loss}
         if select != "last" and (epoch % cfg.val_every == 0 or epoch == epochs):
-            method.prepare()
-            peek = test_eval() if select == "test-leak" else None
-            metrics = (
-                peek.metrics
-                if peek
-                else evaluate_items(method, val_items, batch_size, device, cfg.amp).metrics
-            )
+            metrics = validate()
             row.update({f"{select}_{k}": v for k, v in metrics.items() if v is not None})
             score = selection_score(metrics)
             if score > best_score:
                 best_score, result.best_epoch = score, epoch
                 best_state = copy.deepcopy(method.trainable_state_dict())
         result.history.append(row)
-        bar.set_postfix(loss=f"{row['loss']:.4f}")
+        bar.set_postfix(loss=f"{loss:.4f}")
         if epoch == 1 or epoch % cfg.val_every == 0 or epoch == epochs:
             log(_format_row(row))
     if best_state is not None:
@@ -124,6 +161,25 @@ def fit(
     method.prepare()
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _selection_mode(
+    cfg: TrainConfig,
+    val_items: Sequence[dict],
+    test_eval: Callable[[], EvalResult] | None,
+    log: Callable[[str], None],
+) -> str:
+    if cfg.select not in SELECT_MODES:
+        raise AnomedError(f"--select {cfg.select!r}: choose one of {SELECT_MODES}")
+    if cfg.select == "test-leak" and test_eval is None:
+        raise AnomedError("--select test-leak needs a test set to peek at")
+    if cfg.select == "val" and not val_items:
+        log(
+            "no validation images left in the training pool (k uses them all): keeping the "
+            "last epoch instead of selecting on validation"
+        )
+        return "last"
+    return cfg.select
 
 
 def _format_row(row: dict) -> str:

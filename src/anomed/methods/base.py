@@ -44,6 +44,9 @@ class AnomalyMethod(nn.Module):
     name: ClassVar[str] = ""
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
     normal_only: ClassVar[bool] = True  # trains on normal shots only (synthesized anomalies)
+    # Trainable parts read only frozen features (side adapters): the engine may compute those
+    # once per training image and skip the backbone in later epochs (see engine.cache).
+    cacheable: ClassVar[bool] = False
 
     def __init__(self, backbone: FrozenCLIP, cfg: MethodConfig) -> None:
         super().__init__()
@@ -70,6 +73,22 @@ class AnomalyMethod(nn.Module):
 
         Called before each validation pass and after training; a no-op for most methods.
         """
+
+    # ---- frozen features ----------------------------------------------------------------
+    def frozen_features(self, images: Tensor) -> dict[str, Tensor]:
+        """What the frozen backbone hands the trainable parts, computed without gradients.
+
+        Only `cacheable` methods implement it; every value has the batch as its first dim.
+        """
+        raise NotImplementedError(f"{self.name} does not expose frozen features")
+
+    def forward_features(self, features: dict[str, Tensor], size: tuple[int, int]) -> AnomalyOutput:
+        """`forward` from frozen features (cached validation sets); `size` = input (H, W)."""
+        raise NotImplementedError(f"{self.name} does not expose frozen features")
+
+    def batch_features(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The batch's frozen features: the cached ones it carries, else computed from images."""
+        return self.frozen_features(batch["image"]) if "image" in batch else batch
 
     # ---- training -----------------------------------------------------------------------
     def training_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:

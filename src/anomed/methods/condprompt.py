@@ -54,6 +54,7 @@ class CondPrompt(AnomalyMethod):
     name = "condprompt"
     config_class = CondPromptConfig
     normal_only = True
+    cacheable = True
 
     def __init__(self, backbone, cfg: CondPromptConfig) -> None:
         super().__init__(backbone, cfg)
@@ -75,32 +76,40 @@ class CondPrompt(AnomalyMethod):
     def validation_items(self, support: SupportSet, seed: int) -> list[dict]:
         return synthetic_validation_set(support.normals, self.synthesizer, seed)
 
-    def difference_maps(self, images: Tensor) -> Tensor:
-        """M_l = cos(F_l, P_A) - cos(F_l, P_N) per tapped layer: (L, B, N)."""
+    def frozen_features(self, images: Tensor) -> dict[str, Tensor]:
         with torch.no_grad():
             out = self.backbone.encode_image(images, self.layer_ids)
             feats = [self.backbone.project_tokens(t[:, 1:]) for t in out.tapped]  # (B, N, D)
-        text = self.prompts(self.meta_net(out.image_embedding))  # (B, 2, D), per image
-        text = F.normalize(text, dim=-1)
-        maps = [torch.einsum("bnd,bcd->bnc", F.normalize(f, dim=-1), text) for f in feats]
-        return torch.stack([m[..., 1] - m[..., 0] for m in maps])
+        return {"patches": torch.stack(feats, dim=1), "embedding": out.image_embedding}
 
-    def anomaly_map(self, images: Tensor) -> Tensor:
-        """(B, H, W) layer-weighted difference map at the input size, in [-2, 2]."""
-        fused, _ = weighted_layer_map(self.difference_maps(images))
-        return upsample(
-            tokens_to_grid(fused.unsqueeze(-1), self.backbone.grid_size), images.shape[-2:]
-        )[:, 0]
+    def difference_maps(self, features: dict[str, Tensor]) -> Tensor:
+        """M_l = cos(F_l, P_A) - cos(F_l, P_N) per tapped layer: (L, B, N).
+
+        features: "patches" (B, L, N, D) projected tokens, "embedding" (B, D)."""
+        text = self.prompts(self.meta_net(features["embedding"].float()))  # (B, 2, D)
+        text = F.normalize(text, dim=-1)
+        patches = F.normalize(features["patches"], dim=-1)
+        maps = torch.einsum("blnd,bcd->lbnc", patches, text)  # (L, B, N, 2)
+        return maps[..., 1] - maps[..., 0]
+
+    def anomaly_map(self, features: dict[str, Tensor], size: tuple[int, int]) -> Tensor:
+        """(B, H, W) layer-weighted difference map at `size`, in [-2, 2]."""
+        fused, _ = weighted_layer_map(self.difference_maps(features))
+        return upsample(tokens_to_grid(fused.unsqueeze(-1), self.backbone.grid_size), size)[:, 0]
 
     def training_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        prob = torch.sigmoid(self.anomaly_map(batch["image"]) / self.cfg.temperature)
         mask = batch["mask"]
+        amap = self.anomaly_map(self.batch_features(batch), mask.shape[-2:])
+        prob = torch.sigmoid(amap / self.cfg.temperature)
         focal = focal_loss(torch.stack([1 - prob, prob], dim=1), mask.long())
         dice = dice_loss(prob, mask)
         return {"loss": focal + dice, "focal": focal.detach(), "dice": dice.detach()}
 
     def forward(self, images: Tensor) -> AnomalyOutput:
-        amap = (self.anomaly_map(images) + 2.0) / 4.0  # [-2, 2] -> [0, 1], no data statistics
+        return self.forward_features(self.frozen_features(images), images.shape[-2:])
+
+    def forward_features(self, features: dict[str, Tensor], size: tuple[int, int]) -> AnomalyOutput:
+        amap = (self.anomaly_map(features, size) + 2.0) / 4.0  # [-2, 2] -> [0, 1], no statistics
         flat = amap.flatten(1)
         if self.cfg.score == "topk":
             k = max(1, int(self.cfg.topk * flat.shape[1]))

@@ -74,6 +74,7 @@ class MadCLIP(LabelledShotsMethod):
     name = "madclip"
     config_class = MadCLIPConfig
     views = staticmethod(madclip_views)
+    cacheable = True
 
     def __init__(self, backbone, cfg: MadCLIPConfig) -> None:
         super().__init__(backbone, cfg)
@@ -94,10 +95,12 @@ class MadCLIP(LabelledShotsMethod):
         self.register_buffer("stats", torch.tensor([[0.0, 1.0]] * 2))
         self._learners: dict[str, PromptLearner] = {}
         self._fixed: dict[str, Tensor] = {}
+        self._validation_features: tuple[list[dict], dict[str, Tensor]] | None = None
 
     def _apply(self, fn, recurse: bool = True):
         self._learners.clear()  # cached prompt buffers must follow the device
         self._fixed.clear()
+        self._validation_features = None
         return super()._apply(fn, recurse)
 
     # ---- text -----------------------------------------------------------------------------
@@ -135,11 +138,14 @@ class MadCLIP(LabelledShotsMethod):
             s_n, s_a = s_n - sim_n[..., 1], s_a - sim_a[..., 0]
         return torch.stack([s_n, s_a], dim=-1)
 
-    def layer_logits(self, images: Tensor, text: Tensor) -> list[dict[str, Tensor]]:
-        """Per layer {"det", "seg"}: dual-contrast logits (B, N, 2)."""
+    def frozen_features(self, images: Tensor) -> dict[str, Tensor]:
         with torch.no_grad():  # side branch: no activations kept in the frozen tower
             tapped = self.backbone.encode_image(images, self.layer_ids).tapped
-        feats = self.adapters([t[:, 1:] for t in tapped])
+        return {"patches": torch.stack([t[:, 1:] for t in tapped], dim=1)}  # (B, L, N, C)
+
+    def layer_logits(self, patches: Tensor, text: Tensor) -> list[dict[str, Tensor]]:
+        """patches (B, L, N, C), text (B, 2, D) -> per layer {"det", "seg"}: logits (B, N, 2)."""
+        feats = self.adapters(list(patches.unbind(1)))
         return [
             {
                 head: self.dual_contrast(f[f"{head}_n"], f[f"{head}_a"], text)
@@ -166,27 +172,31 @@ class MadCLIP(LabelledShotsMethod):
         return sigmoid_image_text_loss(logits, targets, self.temperature, self.bias)
 
     def training_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        images, mask, label = batch["image"], batch["mask"], batch["label"]
-        text = self.batch_text(batch.get("dataset"), images.shape[0])
+        mask, label = batch["mask"], batch["label"]
+        patches = self.batch_features(batch)["patches"]
+        text = self.batch_text(batch.get("dataset"), patches.shape[0])
         seg_on = batch["has_mask"].bool()
-        img_loss, seg_loss = images.new_zeros(()), images.new_zeros(())
-        for layer in self.layer_logits(images, text):
+        img_loss = seg_loss = patches.new_zeros((), dtype=torch.float32)
+        for layer in self.layer_logits(patches, text):
             img_loss = img_loss + self.image_loss(self.image_logits(layer["det"]), label)
             if bool(seg_on.any()):
                 probs = layer_maps(
-                    [layer["seg"][seg_on].softmax(-1)], self.backbone.grid_size, images.shape[-2:]
+                    [layer["seg"][seg_on].softmax(-1)], self.backbone.grid_size, mask.shape[-2:]
                 )[0]  # (B', 2, H, W)
                 m = mask[seg_on]
                 seg_loss = seg_loss + focal_loss(probs, m.long()) + dice_loss(probs[:, 1], m)
         return {"loss": img_loss + seg_loss, "image": img_loss.detach(), "seg": seg_loss.detach()}
 
     # ---- inference ------------------------------------------------------------------------
-    def raw_scores(self, images: Tensor) -> tuple[Tensor, Tensor]:
+    def raw_scores(
+        self, features: dict[str, Tensor], size: tuple[int, int]
+    ) -> tuple[Tensor, Tensor]:
         """Unnormalised (map (B, H, W), detection score (B,)): sums over layers."""
-        text = self.class_text(self.class_name).expand(images.shape[0], -1, -1)
-        layers = self.layer_logits(images, text)
+        patches = features["patches"]
+        text = self.class_text(self.class_name).expand(patches.shape[0], -1, -1)
+        layers = self.layer_logits(patches, text)
         probs = [layer["seg"].softmax(-1) for layer in layers]
-        amap = layer_maps(probs, self.backbone.grid_size, images.shape[-2:])[:, :, 1].sum(0)
+        amap = layer_maps(probs, self.backbone.grid_size, size)[:, :, 1].sum(0)
         det = torch.stack([layer["det"].softmax(-1)[..., 1].mean(1) for layer in layers]).sum(0)
         return amap, det
 
@@ -195,11 +205,18 @@ class MadCLIP(LabelledShotsMethod):
         """Fix the map and score ranges on the validation images (never on test data)."""
         if not self.validation:
             return
-        amap, det = self.raw_scores(collate(self.validation)["image"].to(self.stats.device))
+        images = collate(self.validation)["image"].to(self.stats.device)
+        memo = self._validation_features  # frozen features: the same at every validation pass
+        if memo is None or memo[0] is not self.validation:
+            memo = self._validation_features = (self.validation, self.frozen_features(images))
+        amap, det = self.raw_scores(memo[1], images.shape[-2:])
         self.fit_ranges({MAP: amap, DET: det})
 
-    def forward(self, images: Tensor) -> AnomalyOutput:
-        amap, det = self.raw_scores(images)
+    def forward_features(self, features: dict[str, Tensor], size: tuple[int, int]) -> AnomalyOutput:
+        amap, det = self.raw_scores(features, size)
         amap, det = self.normalized(amap, MAP), self.normalized(det, DET)
         score = amap.flatten(1).amax(1) if bool(self.seg_task) else det
         return AnomalyOutput(amap, score)
+
+    def forward(self, images: Tensor) -> AnomalyOutput:
+        return self.forward_features(self.frozen_features(images), images.shape[-2:])

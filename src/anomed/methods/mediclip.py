@@ -48,6 +48,7 @@ class MediCLIP(AnomalyMethod):
     name = "mediclip"
     config_class = MediCLIPConfig
     normal_only = True
+    cacheable = True
 
     def __init__(self, backbone, cfg: MediCLIPConfig) -> None:
         super().__init__(backbone, cfg)
@@ -71,23 +72,30 @@ class MediCLIP(AnomalyMethod):
     def configure_optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.trainable_parameters(), lr=self.cfg.lr, betas=self.cfg.betas)
 
-    def probability_maps(self, images: Tensor) -> Tensor:
-        """images (B, 3, H, W) -> per-layer class probabilities (L, B, 2, H, W)."""
+    def frozen_features(self, images: Tensor) -> dict[str, Tensor]:
         with torch.no_grad():  # side adapters: nothing flows back into the frozen tower
             tapped = self.backbone.encode_image(images, self.layer_ids).tapped
-        patches = [t[:, 1:] for t in tapped]  # drop CLS: (B, N, C)
+        return {"patches": torch.stack([t[:, 1:] for t in tapped], dim=1)}  # (B, L, N, C)
+
+    def probability_maps(self, patches: Tensor, size: tuple[int, int]) -> Tensor:
+        """patches (B, L, N, C) -> per-layer class probabilities (L, B, 2, H, W)."""
         text = self.prompts()  # (2, D)
-        probs = [patch_text_probs(f, text, self.cfg.temperature) for f in self.adapters(patches)]
-        return layer_maps(probs, self.backbone.grid_size, images.shape[-2:])
+        adapted = self.adapters(list(patches.unbind(1)))
+        probs = [patch_text_probs(f, text, self.cfg.temperature) for f in adapted]
+        return layer_maps(probs, self.backbone.grid_size, size)
 
     def training_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        probs = self.probability_maps(batch["image"]).mean(dim=0)  # (B, 2, H, W)
         mask = batch["mask"]
+        patches = self.batch_features(batch)["patches"]
+        probs = self.probability_maps(patches, mask.shape[-2:]).mean(dim=0)  # (B, 2, H, W)
         focal = focal_loss(probs, mask.long())
         dice = dice_loss(probs[:, 1], mask)
         return {"loss": focal + dice, "focal": focal.detach(), "dice": dice.detach()}
 
-    def forward(self, images: Tensor) -> AnomalyOutput:
-        amap = self.probability_maps(images).mean(dim=0)[:, 1]  # (B, H, W)
+    def forward_features(self, features: dict[str, Tensor], size: tuple[int, int]) -> AnomalyOutput:
+        amap = self.probability_maps(features["patches"], size).mean(dim=0)[:, 1]  # (B, H, W)
         score = gaussian_smooth(amap, self.cfg.score_smoothing).flatten(1).amax(dim=1)
         return AnomalyOutput(amap, score)
+
+    def forward(self, images: Tensor) -> AnomalyOutput:
+        return self.forward_features(self.frozen_features(images), images.shape[-2:])
