@@ -94,3 +94,28 @@ def test_local_checkpoint_file_loads(tmp_path):
 def test_unknown_preprocess_preset_is_an_error():
     with pytest.raises(AnomedError, match="preprocess preset"):
         load_backbone(BackboneConfig(model="anomed-tiny-b32", preprocess="imagenet"))
+
+
+def test_vision_attention_runs_fused_sdpa(tiny_backbone):
+    from torch.profiler import profile
+
+    with torch.no_grad(), profile() as prof:
+        tiny_backbone.encode_image(torch.rand(1, 3, 112, 112), [6])
+    assert any("scaled_dot_product" in e.name for e in prof.events())
+
+
+def test_compiled_blocks_give_the_same_tokens_and_state_dict():
+    backbone = load_backbone(BackboneConfig(model="anomed-tiny", image_size=56))
+    images = torch.rand(2, 3, 56, 56)
+    with torch.no_grad():
+        before = backbone.encode_image(images, [3, 6]).tapped
+        text_before = backbone.encode_text(["a brain"])
+    keys = list(backbone.state_dict())
+    backbone.compile_blocks(backend="eager")  # the plumbing; inductor itself is torch's business
+    with torch.no_grad():
+        after = backbone.encode_image(images, [3, 6]).tapped
+        text_after = backbone.encode_text(["a brain"])
+    assert list(backbone.state_dict()) == keys  # checkpoints and fingerprints unaffected
+    for a, b in zip(before, after, strict=True):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(text_before, text_after)

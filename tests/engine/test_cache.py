@@ -91,3 +91,15 @@ def test_cached_validation_gives_the_same_metrics(tiny_backbone):
     direct = evaluate_items(method, items, 4, CPU).metrics
     cached = run_batches(method, cached_validation(method, items, 4, CPU, True), CPU).metrics
     assert cached == pytest.approx(direct, abs=1e-6)
+
+
+def test_bf16_numerics_can_be_checked_on_cpu(tiny_backbone, monkeypatch):
+    from anomed.engine.device import CPU_BF16_ENV, autocast, uses_bf16
+
+    assert not uses_bf16(CPU, True)
+    monkeypatch.setenv(CPU_BF16_ENV, "1")
+    assert uses_bf16(CPU, True) and not uses_bf16(CPU, False)
+    method = create_method("mediclip", tiny_backbone)
+    with torch.no_grad(), autocast(CPU, True):
+        out = method(torch.rand(1, 3, SIZE, SIZE))
+    assert out.anomaly_map.shape == (1, SIZE, SIZE) and torch.isfinite(out.image_score).all()

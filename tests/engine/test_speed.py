@@ -30,7 +30,7 @@ def test_bench_speed_writes_report(tmp_path, capsys):
     assert cached["cache"] and not fresh["cache"]
     assert cached["k"] == 2 and cached["items_per_epoch"] == 2 and cached["optimizer_steps"] == 1
     assert all(r["peak_memory_mib"] > 0 for r in report["adaptation"] + timed)
-    assert [r["skipped"] for r in report["inference"] if "skipped" in r] == ["bf16: GPU only"]
+    assert [r["precision"] for r in report["inference"] if "skipped" in r] == ["bf16"]
     assert "img/s" in capsys.readouterr().out
 
 

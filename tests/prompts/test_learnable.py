@@ -60,3 +60,21 @@ def test_class_means_by_hand():
     means = class_means(feats, torch.tensor([0, 0, 1]), 2)
     s = 2**-0.5
     torch.testing.assert_close(means, torch.tensor([[s, s], [0.0, -1.0]]))
+
+
+def test_inference_reuses_class_features_until_the_context_changes(tiny_backbone):
+    learner = PromptLearner(tiny_backbone, PromptSet((("normal",), ("tumor",)), n_ctx=4))
+    with torch.no_grad():
+        first = learner()
+        assert learner() is first  # memoised: no text-tower pass per batch at inference
+    optimizer = torch.optim.SGD(learner.parameters(), lr=1.0)
+    learner().sum().backward()  # with gradients: always a fresh graph
+    optimizer.step()
+    with torch.no_grad():
+        stepped = learner()
+    assert stepped is not first and not torch.allclose(stepped, first)
+    learner.load_state_dict({"ctx": torch.zeros_like(learner.ctx)})
+    with torch.no_grad():
+        loaded = learner()
+    assert not torch.allclose(loaded, stepped)
+    torch.testing.assert_close(loaded, learner._encode(None))

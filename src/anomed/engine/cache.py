@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from anomed.config import TrainConfig
 from anomed.data.datasets import collate
-from anomed.engine.device import autocast
+from anomed.engine.device import autocast, uses_bf16
 from anomed.methods.base import AnomalyMethod
 
 
@@ -91,7 +91,7 @@ def cached_validation(
 
 def storage_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
     """bf16 where training autocasts to bf16 anyway (adapters read bf16 inputs); else as is."""
-    return torch.bfloat16 if amp and device.type == "cuda" else None
+    return torch.bfloat16 if uses_bf16(device, amp) else None
 
 
 def build_feature_cache(

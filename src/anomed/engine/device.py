@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 
@@ -19,10 +20,20 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+CPU_BF16_ENV = "ANOMED_CPU_BF16"  # "1": autocast on CPU too (checks bf16 numerics sans GPU)
+
+
+def uses_bf16(device: torch.device, amp: bool) -> bool:
+    """Whether `autocast(device, amp)` computes in bf16."""
+    on_cpu = device.type == "cpu" and os.environ.get(CPU_BF16_ENV) == "1"
+    return amp and (device.type == "cuda" or on_cpu)
+
+
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on GPU (the fast path); a no-op on CPU, where bf16 is slow."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    """bf16 autocast on GPU (the fast path); a no-op on CPU, where bf16 rarely pays, unless
+    ANOMED_CPU_BF16=1 asks for the GPU's number format there (benchmarks/fastpath_table.py)."""
+    if uses_bf16(device, enabled):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

@@ -22,7 +22,7 @@ import torch
 from anomed.backbone import BackboneConfig, load_backbone
 from anomed.config import TrainConfig
 from anomed.data.datasets import SupportSet
-from anomed.engine.device import autocast, resolve_device
+from anomed.engine.device import CPU_BF16_ENV, autocast, resolve_device, uses_bf16
 from anomed.engine.train import fit
 from anomed.methods.base import METHODS, AnomalyMethod, create_method
 
@@ -102,17 +102,17 @@ class PeakMemory:
 
 
 def _precisions(cfg: SpeedConfig, device: torch.device) -> list[str]:
-    return [p for p in cfg.precisions if p == "fp32" or device.type == "cuda"]
+    return [p for p in cfg.precisions if p == "fp32" or uses_bf16(device, True)]
 
 
 def inference_speed(method: AnomalyMethod, cfg: SpeedConfig, device: torch.device) -> list[dict]:
-    """img/s and peak memory per batch size and precision (bf16: GPU only; CPU autocast to bf16
-    is slower than fp32 on most CPUs); batch 1 also gives the single-image latency."""
+    """img/s and peak memory per batch size and precision (bf16 on GPU, or on CPU when asked);
+    batch 1 also gives the single-image latency."""
     size = method.backbone.image_size
     rows = []
     for precision in cfg.precisions:
         if precision not in _precisions(cfg, device):
-            rows.append({"precision": precision, "skipped": "bf16: GPU only"})
+            rows.append({"precision": precision, "skipped": f"bf16: GPU only ({CPU_BF16_ENV}=1)"})
             continue
         for batch in cfg.batch_sizes:
             images = torch.rand(batch, 3, size, size, device=device)

@@ -124,6 +124,7 @@ def fit(
             generator=generator,
             collate_fn=collate,
             num_workers=cfg.num_workers,
+            pin_memory=device.type == "cuda",
         )
         optimizer = method.configure_optimizer()
         scheduler = method.configure_scheduler(optimizer, epochs * len(loader))

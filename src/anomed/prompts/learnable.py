@@ -110,6 +110,7 @@ class PromptLearner(nn.Module):
         if biased is not None:
             bias_mask[: prompts.n_ctx - biased] = 0.0
         self.register_buffer("bias_mask", bias_mask, persistent=False)  # (n_ctx,)
+        self._memo: tuple[tuple, Tensor] | None = None  # inference-time class features
 
     @property
     def backbone(self) -> FrozenCLIP:
@@ -128,7 +129,23 @@ class PromptLearner(nn.Module):
         return torch.where(self.is_ctx.unsqueeze(-1), spliced, self.frozen.to(ctx.dtype))
 
     def forward(self, ctx_bias: Tensor | None = None) -> Tensor:
-        """L2-normalised class features (C, D); (B, C, D) when a context bias (B, W) is given."""
+        """L2-normalised class features (C, D); (B, C, D) when a context bias (B, W) is given.
+
+        Without gradients and bias the features depend only on the context vectors, so
+        inference reuses them until the contexts change (optimizer step, load, device move)."""
+        if ctx_bias is not None or torch.is_grad_enabled():
+            return self._encode(ctx_bias)
+        key = (
+            self.ctx._version,
+            self.ctx.data_ptr(),
+            self.ctx.device,
+            torch.is_autocast_enabled(self.ctx.device.type),
+        )
+        if self._memo is None or self._memo[0] != key:
+            self._memo = (key, self._encode(None))
+        return self._memo[1]
+
+    def _encode(self, ctx_bias: Tensor | None) -> Tensor:
         emb = self.prompt_embeddings(ctx_bias)
         batch_shape = emb.shape[:-3]
         ids = self.token_ids.expand(*batch_shape, *self.token_ids.shape).reshape(-1, emb.shape[-2])
