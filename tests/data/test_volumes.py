@@ -10,6 +10,7 @@ from nibabel import orientations as ornt
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
+from anomed.data.dicom import read_dicom_series
 from anomed.data.phantom3d import phantom_affine, write_dicom_series
 from anomed.data.volumes import (
     VIEWS,
@@ -17,7 +18,6 @@ from anomed.data.volumes import (
     is_volume_path,
     nonempty_slices,
     normalize_volume,
-    read_dicom_series,
     read_mask_volume,
     read_nifti,
     read_volume,
@@ -229,6 +229,51 @@ def test_window_from_header_and_from_percentiles(tmp_path):
     by_percentile = normalize_volume(vol, use_header=False).data
     assert np.array_equal(by_percentile, window(vol.data))
     assert by_percentile.min() == 0 and by_percentile.max() == 1
+
+
+def test_monochrome1_reads_as_the_inverse_of_the_same_monochrome2_data(tmp_path):
+    data = np.round(_canonical_data()) + 20  # stored 20..120 with rescale (1, 0)
+    _series(tmp_path / "m2", data=data, rescale=(1.0, 0.0), window=(60.0, 50.0))
+    files, _, _ = _series(tmp_path / "m1", data=data, rescale=(1.0, 0.0), window=(60.0, 50.0))
+    for f in files:
+        _rewrite(f, PhotometricInterpretation="MONOCHROME1")
+    mono2, mono1 = read_dicom_series(tmp_path / "m2"), read_dicom_series(tmp_path / "m1")
+    pivot = data.min() + data.max()  # v -> min + max - v over the volume's values
+    assert np.array_equal(mono2.data, data)
+    assert np.array_equal(mono1.data, pivot - data)
+    assert mono1.window == (pivot - 60.0, 50.0)  # the header window follows the values
+    # the header window still selects the same range: windowing then inverting, as viewers do
+    assert np.allclose(normalize_volume(mono1).data, 1 - normalize_volume(mono2).data)
+    by_percentile = normalize_volume(mono1, use_header=False).data
+    assert np.allclose(by_percentile, 1 - normalize_volume(mono2, use_header=False).data)
+    # a single 2D file (a CR/DX film) goes through the same reader
+    single = read_volume(files[2]).data[..., 0]
+    assert np.array_equal(single, data[..., 2].min() + data[..., 2].max() - data[..., 2])
+
+
+def _modality_lut(first: int, table: np.ndarray) -> Sequence:
+    """A Modality LUT Sequence item mapping stored value `first + i` to `table[i]` (OW data)."""
+    item = Dataset()
+    item.add_new("LUTDescriptor", "US", [len(table), first, 16])
+    item.add_new("LUTData", "OW", np.asarray(table, "<u2").tobytes())
+    item.ModalityLUTType = "US"
+    return Sequence([item])
+
+
+def test_modality_lut_sequence_is_applied(tmp_path):
+    data = np.round(_canonical_data())  # stored 0..100 with rescale (1, 0)
+    files, _, _ = _series(tmp_path / "lut", data=data, rescale=(1.0, 0.0))
+    table = (np.arange(80) ** 2 // 4 + 7).astype(np.uint16)  # nonlinear, for values 10..89
+    for f in files:
+        _rewrite(f, ModalityLUTSequence=_modality_lut(10, table), RescaleSlope=None)
+        _rewrite(f, RescaleIntercept=None)
+    vol = read_dicom_series(tmp_path / "lut")
+    # below the first mapped value -> first entry, above the last -> last entry
+    expected = table[np.clip(data.astype(int) - 10, 0, len(table) - 1)]
+    assert np.array_equal(vol.data, expected.astype(np.float32))
+    _rewrite(files[0], ModalityLUTSequence=Sequence([Dataset()]))  # no descriptor, no data
+    with pytest.raises(AnomedError, match=rf"{files[0].name}: invalid Modality LUT Sequence"):
+        read_dicom_series(tmp_path / "lut")
 
 
 def test_folder_with_two_series_lists_them(tmp_path):

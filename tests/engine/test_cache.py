@@ -12,6 +12,7 @@ from anomed.data.phantom import make_brain_slice
 from anomed.engine.cache import build_feature_cache
 from anomed.engine.evaluate import evaluate_items, run_batches
 from anomed.engine.train import fit
+from anomed.errors import AnomedError
 from anomed.methods.base import create_method
 
 CPU = torch.device("cpu")
@@ -75,6 +76,8 @@ def test_variants_cycle_and_shrink_to_the_budget(tiny_backbone):
     tiny = TrainConfig(cache_budget_gib=0.5 * one_variant)
     assert build_feature_cache(method, train_set, 10, CPU, tiny, logs.append) is None
     assert "training without the cache" in logs[-1]
+    with pytest.raises(AnomedError, match="--no-feature-cache"):
+        build_feature_cache(method, train_set, 10, CPU, TrainConfig(cache_variants=0), print)
 
 
 def test_no_cache_for_methods_that_backpropagate_through_the_backbone(tiny_backbone):

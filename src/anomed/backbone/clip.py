@@ -320,13 +320,18 @@ class FrozenCLIP(nn.Module):
     def encode_text_embeddings(self, embeddings: Tensor, token_ids: Tensor) -> Tensor:
         """Encode prompts given as embeddings (T, L, W); `token_ids` (T, L) locate end-of-text.
 
-        This is what lets learnable context vectors be spliced in between frozen words.
+        This is what lets learnable context vectors be spliced in between frozen words. Attention
+        is causal, so the padding after the last end-of-text token is cut off: the features are
+        the same, the prompts (a few dozen tokens of 77) cost a fraction of the full length.
         """
         t = self.text_tower
-        x = embeddings + t.positional_embedding.to(embeddings.dtype)
-        x = t.transformer(x, attn_mask=t.attn_mask)
-        x = t.ln_final(x)  # (T, L, W)
-        eot = token_ids.to(x.device).argmax(dim=-1)  # the EOT token has the largest id
+        eot = token_ids.to(embeddings.device).argmax(dim=-1)  # the EOT token has the largest id
+        causal = t.attn_mask is not None  # without a causal mask every token counts
+        length = int(eot.max()) + 1 if causal else embeddings.shape[1]
+        x = embeddings[:, :length] + t.positional_embedding[:length].to(embeddings.dtype)
+        mask = t.attn_mask[:length, :length] if causal else None
+        x = t.transformer(x, attn_mask=mask)
+        x = t.ln_final(x)  # (T, length, W)
         x = x[torch.arange(x.shape[0], device=x.device), eot]  # (T, W)
         proj = t.text_projection
         if proj is None:

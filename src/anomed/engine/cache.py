@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from anomed.config import TrainConfig
 from anomed.data.datasets import collate
 from anomed.engine.device import autocast, uses_bf16
+from anomed.errors import AnomedError
 from anomed.methods.base import AnomalyMethod
 
 
@@ -106,6 +107,11 @@ def build_feature_cache(
     (method not cacheable, caching off, or one epoch's features over the memory budget)."""
     if not (cfg.cache_features and method.cacheable and epochs > 0 and len(train_set) > 0):
         return None
+    if cfg.cache_variants < 1:
+        raise AnomedError(
+            f"train.cache_variants={cfg.cache_variants}: must be at least 1. Fix: give a positive "
+            "number, or --no-feature-cache for fresh synthesis every epoch."
+        )
     start = time.perf_counter()
     fresh = hasattr(train_set, "set_epoch")  # a new synthesis each epoch
     wanted = min(epochs, cfg.cache_variants) if fresh else 1

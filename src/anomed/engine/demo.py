@@ -15,7 +15,7 @@ from anomed.data.phantom import PhantomConfig, write_phantom_dataset
 from anomed.engine.run import eval_run, train_run
 from anomed.metrics import format_metrics_table
 
-DEMO_EPOCHS = 200  # the paper's schedule; about 2 minutes on 2 CPU cores
+DEMO_EPOCHS = 200  # the paper's schedule; about 1 minute of training on 2 CPU cores
 DEMO_K = 16
 LABEL = "random-init tiny backbone, phantom data"
 
