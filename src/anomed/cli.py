@@ -186,9 +186,12 @@ def cmd_bench_speed(args: argparse.Namespace) -> None:
         cache=tuple(c == "on" for c in args.cache),
         compile=args.compile,
         num_workers=args.num_workers,
+        profile=args.profile,
     )
     report = run_speed(cfg, args.output)
     print(report["summary"])
+    for part, ops in report.get("profile", {}).items():
+        print(f"{part} top ops: " + ", ".join(f"{o['op']} {o['share']:.0%}" for o in ops[:6]))
     print(f"full report: {args.output}")
 
 
@@ -407,6 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--compile", action="store_true", help="torch.compile the frozen blocks")
     p.add_argument("--num-workers", type=int, default=0, help="data-loading workers")
+    p.add_argument(
+        "--profile", action="store_true", help="add the top operators of inference and training"
+    )
     p.add_argument("--output", "-o", default="runs/bench/speed.json")
     p.set_defaults(func=cmd_bench_speed)
 

@@ -41,3 +41,15 @@ def test_bench_speed_times_a_residual_adapter_method_uncached(tmp_path):
     assert main(argv) == 0
     (row,) = json.loads(out.read_text())["adaptation"]
     assert not row["cache"] and row["batch_size"] == 1 and row["optimizer_steps"] == 22
+
+
+def test_bench_speed_profile_names_the_top_operators(tmp_path, capsys):
+    out = tmp_path / "speed.json"
+    argv = ["bench", "speed", "--image-size", "56", "--batch-sizes", "2", "--iters", "1"]
+    argv += ["--k", "1", "--epochs", "1", "--cache", "on", "--profile", "-o", str(out)]
+    assert main(argv) == 0
+    profile = json.loads(out.read_text())["profile"]
+    for part in ("inference", "adaptation_steps"):
+        ops = profile[part]
+        assert ops and all(o["self_ms"] >= 0 and 0 <= o["share"] <= 1 for o in ops)
+    assert "aten::" in capsys.readouterr().out

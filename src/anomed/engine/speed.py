@@ -23,6 +23,7 @@ from anomed.backbone import BackboneConfig, load_backbone
 from anomed.config import TrainConfig
 from anomed.data.datasets import SupportSet
 from anomed.engine.device import CPU_BF16_ENV, autocast, resolve_device, uses_bf16
+from anomed.engine.profile import profile_inference, profile_training
 from anomed.engine.train import fit
 from anomed.methods.base import METHODS, AnomalyMethod, create_method
 
@@ -44,6 +45,7 @@ class SpeedConfig:
     cache: tuple[bool, ...] = (True, False)  # feature cache on/off (side-adapter methods)
     compile: bool = False  # torch.compile the frozen blocks first
     num_workers: int = 0  # data-loading workers for the adaptation
+    profile: bool = False  # add operator profiles of inference and of adaptation steps
 
 
 def _sync(device: torch.device) -> None:
@@ -204,6 +206,21 @@ def _adaptation_rows(cfg: SpeedConfig, backbone, device: torch.device) -> list[d
     return rows
 
 
+def _profiles(cfg: SpeedConfig, backbone, method: AnomalyMethod, device: torch.device) -> dict:
+    """Top operators of the largest inference batch and of a few adaptation steps, in the
+    fastest precision measured (bf16 where it runs)."""
+    bf16 = "bf16" in _precisions(cfg, device)
+    out = {"inference": profile_inference(method, max(cfg.batch_sizes), device, bf16)}
+    if method.trainable_parameters():
+        torch.manual_seed(0)
+        fresh = create_method(cfg.method, backbone).to(device)
+        support = _random_support(cfg.k, backbone.image_size, labelled=not fresh.normal_only)
+        batch = cfg.adapt_batch_size or fresh.cfg.batch_size or 2 * cfg.k
+        train_cfg = TrainConfig(amp=bf16, cache_features=max(cfg.cache))
+        out["adaptation_steps"] = profile_training(fresh, support, batch, device, train_cfg)
+    return out
+
+
 def run_speed(cfg: SpeedConfig, output: str | Path | None = None) -> dict:
     """Measure everything in `cfg`; write JSON to `output` if given; return the report."""
     device = resolve_device(cfg.device)
@@ -225,6 +242,8 @@ def run_speed(cfg: SpeedConfig, output: str | Path | None = None) -> dict:
     }
     if cfg.adapt:
         report["adaptation"] = _adaptation_rows(cfg, backbone, device)
+    if cfg.profile:
+        report["profile"] = _profiles(cfg, backbone, method, device)
     report["summary"] = summary_line(report)
     if output:
         Path(output).parent.mkdir(parents=True, exist_ok=True)

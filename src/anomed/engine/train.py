@@ -48,7 +48,7 @@ def _batches(loader: DataLoader, dataset: Dataset, epoch: int) -> Iterator[dict]
     yield from loader
 
 
-def _train_epoch(
+def train_epoch(
     method: AnomalyMethod,
     batches: Iterable[dict],
     optimizer: torch.optim.Optimizer,
@@ -144,7 +144,7 @@ def fit(
             if cache is not None
             else _batches(loader, train_set, epoch)
         )
-        loss = _train_epoch(method, batches, optimizer, scheduler, device, cfg.amp)
+        loss = train_epoch(method, batches, optimizer, scheduler, device, cfg.amp)
         row = {"epoch": epoch, "loss": loss}
         if select != "last" and (epoch % cfg.val_every == 0 or epoch == epochs):
             metrics = validate()
