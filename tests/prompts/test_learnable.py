@@ -78,3 +78,17 @@ def test_inference_reuses_class_features_until_the_context_changes(tiny_backbone
         loaded = learner()
     assert not torch.allclose(loaded, stepped)
     torch.testing.assert_close(loaded, learner._encode(None))
+
+
+def test_memo_is_dropped_after_any_optimizer_step_even_fused(tiny_backbone):
+    from anomed.prompts import prompts_stepped
+
+    learner = PromptLearner(tiny_backbone, PromptSet((("normal",), ("tumor",)), n_ctx=4))
+    optimizer = torch.optim.Adam(learner.parameters(), lr=0.1, fused=True)  # no _version bump
+    with torch.no_grad():
+        before = learner()
+    learner().sum().backward()
+    optimizer.step()
+    prompts_stepped()  # what the training loop does after every step
+    with torch.no_grad():
+        assert not torch.allclose(learner(), before)

@@ -166,6 +166,13 @@ class FrozenCLIP(nn.Module):
                 "text model); learnable prompts need token embeddings. "
                 "Fix: pick a CLIP-style model."
             )
+        pool = getattr(self.text_tower, "pool_type", getattr(model, "text_pool_type", "argmax"))
+        if pool != "argmax" or getattr(self.text_tower, "cls_emb", None) is not None:
+            raise AnomedError(
+                f"{cfg.model}: its text tower pools by {pool!r} (or a CoCa class token); anomed "
+                "encodes prompts at the end-of-text token (CLIP's argmax pooling). "
+                "Fix: pick a CLIP-style model (e.g. ViT-B-16, ViT-L-14)."
+            )
         self.visual = model.visual
         if not hasattr(self.visual, "transformer"):
             raise AnomedError(
@@ -317,17 +324,23 @@ class FrozenCLIP(nn.Module):
         """token ids (T, L) -> frozen word embeddings (T, L, W)."""
         return self.text_tower.token_embedding(token_ids.to(self.pixel_mean.device))
 
-    def encode_text_embeddings(self, embeddings: Tensor, token_ids: Tensor) -> Tensor:
+    def encode_text_embeddings(
+        self, embeddings: Tensor, token_ids: Tensor, length: int | None = None
+    ) -> Tensor:
         """Encode prompts given as embeddings (T, L, W); `token_ids` (T, L) locate end-of-text.
 
         This is what lets learnable context vectors be spliced in between frozen words. Attention
-        is causal, so the padding after the last end-of-text token is cut off: the features are
-        the same, the prompts (a few dozen tokens of 77) cost a fraction of the full length.
+        is causal, so the padding after the last end-of-text token is cut off (`length`: that
+        position + 1, given by callers that know it, which saves a device sync): the features
+        are the same to float rounding, and prompts of a few dozen tokens cost a fraction of 77.
         """
         t = self.text_tower
         eot = token_ids.to(embeddings.device).argmax(dim=-1)  # the EOT token has the largest id
         causal = t.attn_mask is not None  # without a causal mask every token counts
-        length = int(eot.max()) + 1 if causal else embeddings.shape[1]
+        if not causal:
+            length = embeddings.shape[1]
+        elif length is None:
+            length = int(eot.max()) + 1
         x = embeddings[:, :length] + t.positional_embedding[:length].to(embeddings.dtype)
         mask = t.attn_mask[:length, :length] if causal else None
         x = t.transformer(x, attn_mask=mask)

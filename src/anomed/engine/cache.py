@@ -47,8 +47,10 @@ class FeatureCache:
         data = self.variants[(epoch - 1) % len(self.variants)]
         torch.empty((), dtype=torch.int64).random_(generator=generator)  # DataLoader's base seed
         order = torch.randperm(len(self), generator=generator)
+        device = next(iter(data.values())).device  # every field lives on the training device
         for idx in order.split(batch_size):
-            yield {k: v[idx.to(v.device)] for k, v in data.items()}
+            idx = idx.to(device)
+            yield {k: v[idx] for k, v in data.items()}
         torch.randperm(len(self), generator=generator)  # RandomSampler's draw for the remainder
 
 
@@ -64,21 +66,34 @@ def _encode_pass(
     dataset: Dataset,
     device: torch.device,
     cfg: TrainConfig,
-    storage: torch.dtype | None,
-) -> dict[str, Tensor]:
-    """One pass over `dataset`: frozen features + the other tensor fields, on `device`."""
+    budget: float,
+) -> dict[str, Tensor] | None:
+    """One pass over `dataset`: frozen features + the other tensor fields, on `device`; None as
+    soon as the first batch shows that the pass would need more than `budget` bytes."""
+    storage = storage_dtype(device, cfg.amp)
     loader = DataLoader(
-        dataset, batch_size=cfg.cache_batch_size, collate_fn=collate, num_workers=cfg.num_workers
+        dataset,
+        batch_size=cfg.cache_batch_size,
+        collate_fn=collate,
+        num_workers=cfg.num_workers,
+        generator=torch.Generator(),  # leave the global random stream as an uncached run does
     )
     parts: dict[str, list[Tensor]] = {}
-    for batch in loader:
-        for key, value in _features(method, batch.pop("image"), device, cfg.amp).items():
+    for i, batch in enumerate(loader):
+        images = batch.pop("image")
+        for key, value in _features(method, images, device, cfg.amp).items():
             value = value.to(storage) if storage and value.is_floating_point() else value
             parts.setdefault(key, []).append(value)
         for key, value in batch.items():
             if torch.is_tensor(value):
                 parts.setdefault(key, []).append(value.to(device))
+        if i == 0 and _nbytes(parts) * len(dataset) / len(images) > budget:
+            return None  # before filling the device
     return {k: torch.cat(v) for k, v in parts.items()}
+
+
+def _nbytes(parts: dict[str, list[Tensor]]) -> int:
+    return sum(t.numel() * t.element_size() for tensors in parts.values() for t in tensors)
 
 
 def cached_validation(
@@ -86,8 +101,12 @@ def cached_validation(
 ) -> list[dict]:
     """Validation items as batches whose images are replaced by frozen features, computed once
     (labels and masks stay on the CPU, where evaluation reads them)."""
-    batches = [collate(items[i : i + batch_size]) for i in range(0, len(items), batch_size)]
-    return [{**b, **_features(method, b.pop("image"), device, amp)} for b in batches]
+    batches = []
+    for i in range(0, len(items), batch_size):
+        batch = collate(items[i : i + batch_size])
+        images = batch.pop("image")
+        batches.append({**batch, **_features(method, images, device, amp)})
+    return batches
 
 
 def storage_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
@@ -116,19 +135,19 @@ def build_feature_cache(
     fresh = hasattr(train_set, "set_epoch")  # a new synthesis each epoch
     wanted = min(epochs, cfg.cache_variants) if fresh else 1
     budget = cfg.cache_budget_gib * 2**30
-    storage = storage_dtype(device, cfg.amp)
     variants: list[dict[str, Tensor]] = []
     while len(variants) < wanted:
         if fresh:
             train_set.set_epoch(len(variants) + 1)
-        variants.append(_encode_pass(method, train_set, device, cfg, storage))
-        per_variant = sum(v.numel() * v.element_size() for v in variants[0].values())
-        if per_variant > budget:
+        variant = _encode_pass(method, train_set, device, cfg, budget)
+        if variant is None:
             log(
-                f"feature cache: one epoch's features need {per_variant / 2**30:.1f} GiB, over "
-                f"train.cache_budget_gib={cfg.cache_budget_gib}; training without the cache"
+                f"feature cache: one epoch's features would exceed train.cache_budget_gib="
+                f"{cfg.cache_budget_gib}; training without the cache"
             )
             return None
+        variants.append(variant)
+        per_variant = sum(v.numel() * v.element_size() for v in variant.values())
         wanted = min(wanted, max(1, math.floor(budget / per_variant)))
     cache = FeatureCache(variants, time.perf_counter() - start)
     cycle = f", cycled over {epochs} epochs" if fresh and len(variants) < epochs else ""

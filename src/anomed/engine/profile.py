@@ -26,6 +26,8 @@ def _profiled(fn: Callable[[], object], device: torch.device) -> profile:
     if device.type == "cuda":
         activities.append(ProfilerActivity.CUDA)
     fn()  # warm-up: lazy initialisation and compilation stay out of the profile
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     with profile(activities=activities) as prof:
         fn()
         if device.type == "cuda":

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -67,8 +69,13 @@ def _timed(fn: Callable[[], object], device: torch.device, iters: int) -> float:
 
 
 def _rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    """Current resident set (Linux); elsewhere the process's peak so far (getrusage)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB (Linux), bytes (macOS)
+        return peak / (2**20 if sys.platform == "darwin" else 2**10)
 
 
 class PeakMemory:
@@ -216,7 +223,7 @@ def _profiles(cfg: SpeedConfig, backbone, method: AnomalyMethod, device: torch.d
         fresh = create_method(cfg.method, backbone).to(device)
         support = _random_support(cfg.k, backbone.image_size, labelled=not fresh.normal_only)
         batch = cfg.adapt_batch_size or fresh.cfg.batch_size or 2 * cfg.k
-        train_cfg = TrainConfig(amp=bf16, cache_features=max(cfg.cache))
+        train_cfg = TrainConfig(amp=bf16, cache_features=True in cfg.cache)
         out["adaptation_steps"] = profile_training(fresh, support, batch, device, train_cfg)
     return out
 

@@ -19,6 +19,7 @@ from anomed.engine.device import autocast, to_device
 from anomed.engine.evaluate import EvalResult, evaluate_items, run_batches
 from anomed.errors import AnomedError
 from anomed.methods.base import AnomalyMethod
+from anomed.prompts import prompts_stepped
 
 SELECT_MODES = ("val", "last", "test-leak")
 
@@ -65,6 +66,7 @@ def train_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        prompts_stepped()  # inference memos of class text are stale now
         if scheduler is not None:
             scheduler.step()
         total += loss.detach().float()

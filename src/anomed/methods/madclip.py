@@ -205,11 +205,11 @@ class MadCLIP(LabelledShotsMethod):
         """Fix the map and score ranges on the validation images (never on test data)."""
         if not self.validation:
             return
-        images = collate(self.validation)["image"].to(self.stats.device)
         memo = self._validation_features  # frozen features: the same at every validation pass
         if memo is None or memo[0] is not self.validation:
+            images = collate(self.validation)["image"].to(self.stats.device)
             memo = self._validation_features = (self.validation, self.frozen_features(images))
-        amap, det = self.raw_scores(memo[1], images.shape[-2:])
+        amap, det = self.raw_scores(memo[1], self.validation[0]["image"].shape[-2:])
         self.fit_ranges({MAP: amap, DET: det})
 
     def forward_features(self, features: dict[str, Tensor], size: tuple[int, int]) -> AnomalyOutput:

@@ -1,6 +1,12 @@
 """Prompts: word lists and templates (data) and learnable prompt modules."""
 
-from anomed.prompts.learnable import PromptLearner, PromptSet, class_means, encode_fixed_prompts
+from anomed.prompts.learnable import (
+    PromptLearner,
+    PromptSet,
+    class_means,
+    encode_fixed_prompts,
+    prompts_stepped,
+)
 from anomed.prompts.words import MEDICLIP_ABNORMAL, MEDICLIP_NORMAL, ORGAN_WORDS, organ_word
 
 __all__ = [
@@ -12,4 +18,5 @@ __all__ = [
     "class_means",
     "encode_fixed_prompts",
     "organ_word",
+    "prompts_stepped",
 ]

@@ -53,6 +53,16 @@ class PromptSet:
         return [self.render(word, p) for p in self.placements]
 
 
+_optimizer_steps = 0  # part of the inference memo's key: fused optimizers leave _version alone
+
+
+def prompts_stepped() -> None:
+    """Tell every PromptLearner that parameters may have changed (the training loop calls it
+    after each optimizer step), so no memoised class feature outlives an update."""
+    global _optimizer_steps
+    _optimizer_steps += 1
+
+
 class PromptLearner(nn.Module):
     """Class text features (C, D) from learnable context vectors and frozen words.
 
@@ -98,6 +108,7 @@ class PromptLearner(nn.Module):
             raise ValueError(f"shared context has shape {tuple(ctx.shape)}, expected {shape}")
         self.ctx = ctx if ctx is not None else nn.Parameter(torch.randn(shape) * init_std)
         self.register_buffer("token_ids", token_ids, persistent=False)
+        self.text_length = int(token_ids.argmax(dim=-1).max()) + 1  # up to the last end-of-text
         self.register_buffer("frozen", frozen, persistent=False)
         self.register_buffer("is_ctx", is_ctx, persistent=False)
         self.register_buffer("ctx_index", ctx_index, persistent=False)
@@ -135,11 +146,13 @@ class PromptLearner(nn.Module):
         inference reuses them until the contexts change (optimizer step, load, device move)."""
         if ctx_bias is not None or torch.is_grad_enabled():
             return self._encode(ctx_bias)
+        device_type = self.ctx.device.type
         key = (
+            _optimizer_steps,
             self.ctx._version,
             self.ctx.data_ptr(),
             self.ctx.device,
-            torch.is_autocast_enabled(self.ctx.device.type),
+            torch.is_autocast_enabled(device_type) and torch.get_autocast_dtype(device_type),
         )
         if self._memo is None or self._memo[0] != key:
             self._memo = (key, self._encode(None))
@@ -149,7 +162,9 @@ class PromptLearner(nn.Module):
         emb = self.prompt_embeddings(ctx_bias)
         batch_shape = emb.shape[:-3]
         ids = self.token_ids.expand(*batch_shape, *self.token_ids.shape).reshape(-1, emb.shape[-2])
-        feats = self.backbone.encode_text_embeddings(emb.reshape(-1, *emb.shape[-2:]), ids)
+        feats = self.backbone.encode_text_embeddings(
+            emb.reshape(-1, *emb.shape[-2:]), ids, self.text_length
+        )
         feats = feats.reshape(*batch_shape, -1, feats.shape[-1])  # (..., P, D)
         return class_means(feats, self.prompt_class, self.n_classes)
 
