@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -38,7 +38,7 @@ class FeatureCache:
 
     @property
     def nbytes(self) -> int:
-        return sum(v.numel() * v.element_size() for var in self.variants for v in var.values())
+        return _nbytes(v for var in self.variants for v in var.values())
 
     def batches(
         self, epoch: int, batch_size: int, generator: torch.Generator
@@ -87,13 +87,15 @@ def _encode_pass(
         for key, value in batch.items():
             if torch.is_tensor(value):
                 parts.setdefault(key, []).append(value.to(device))
-        if i == 0 and _nbytes(parts) * len(dataset) / len(images) > budget:
-            return None  # before filling the device
+        if i == 0:  # the whole pass estimated from its first batch, before the device fills
+            estimate = _nbytes(ts[0] for ts in parts.values()) * len(dataset) / len(images)
+            if estimate > budget:
+                return None
     return {k: torch.cat(v) for k, v in parts.items()}
 
 
-def _nbytes(parts: dict[str, list[Tensor]]) -> int:
-    return sum(t.numel() * t.element_size() for tensors in parts.values() for t in tensors)
+def _nbytes(tensors: Iterable[Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def cached_validation(
@@ -147,7 +149,7 @@ def build_feature_cache(
             )
             return None
         variants.append(variant)
-        per_variant = sum(v.numel() * v.element_size() for v in variant.values())
+        per_variant = _nbytes(variant.values())
         wanted = min(wanted, max(1, math.floor(budget / per_variant)))
     cache = FeatureCache(variants, time.perf_counter() - start)
     cycle = f", cycled over {epochs} epochs" if fresh and len(variants) < epochs else ""

@@ -12,7 +12,14 @@ from torch.utils.data import Dataset
 
 from anomed.backbone import FrozenCLIP
 from anomed.config import from_dict
-from anomed.data.datasets import SupportSet, augmented_items, plain_items
+from anomed.data.datasets import (
+    SupportSet,
+    SynthesisDataset,
+    Synthesizer,
+    augmented_items,
+    plain_items,
+    synthetic_validation_set,
+)
 from anomed.registry import Registry
 
 METHODS: Registry[type[AnomalyMethod]] = Registry("method")
@@ -142,6 +149,21 @@ def method_config_dict(name: str, args: dict[str, Any] | None = None) -> dict[st
 
     cls = METHODS.get(name)
     return to_dict(from_dict(cls.config_class, args or {}))
+
+
+class SynthesisMethod(AnomalyMethod):
+    """Shared plumbing of methods trained on normal shots with synthesized anomalies (MediCLIP,
+    CondPrompt): subclasses set `self.synthesizer`; `cfg.repeats` (default 1) items per shot."""
+
+    synthesizer: Synthesizer
+
+    def train_dataset(self, supports: Sequence[SupportSet], seed: int) -> SynthesisDataset:
+        normals = [im for support in supports for im in support.normals]
+        length = len(normals) * getattr(self.cfg, "repeats", 1)
+        return SynthesisDataset(normals, self.synthesizer, length, seed)
+
+    def validation_items(self, support: SupportSet, seed: int) -> list[dict]:
+        return synthetic_validation_set(support.normals, self.synthesizer, seed)
 
 
 class LabelledShotsMethod(AnomalyMethod):

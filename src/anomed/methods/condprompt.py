@@ -10,16 +10,14 @@ synthesis tasks (or on labelled slices when given).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from anomed.data.datasets import SupportSet, SynthesisDataset, synthetic_validation_set
 from anomed.losses import dice_loss, focal_loss
-from anomed.methods.base import METHODS, AnomalyMethod, AnomalyOutput, MethodConfig
+from anomed.methods.base import METHODS, AnomalyOutput, MethodConfig, SynthesisMethod
 from anomed.prompts import PromptLearner, PromptSet
 from anomed.scoring import tokens_to_grid, upsample
 from anomed.synthesis import AnomalySynthesizer
@@ -48,7 +46,7 @@ class CondPromptConfig(MethodConfig):
 
 
 @METHODS.register("condprompt")
-class CondPrompt(AnomalyMethod):
+class CondPrompt(SynthesisMethod):
     """CondPrompt: image-conditioned prompts (meta-net bias) and softmax-weighted layer maps."""
 
     name = "condprompt"
@@ -68,13 +66,6 @@ class CondPrompt(AnomalyMethod):
             nn.Linear(backbone.embed_dim, hidden), nn.ReLU(), nn.Linear(hidden, width)
         )
         self.synthesizer = AnomalySynthesizer(tasks=tuple(cfg.tasks))
-
-    def train_dataset(self, supports: Sequence[SupportSet], seed: int) -> SynthesisDataset:
-        normals = [im for s in supports for im in s.normals]
-        return SynthesisDataset(normals, self.synthesizer, len(normals), seed)
-
-    def validation_items(self, support: SupportSet, seed: int) -> list[dict]:
-        return synthetic_validation_set(support.normals, self.synthesizer, seed)
 
     def frozen_features(self, images: Tensor) -> dict[str, Tensor]:
         with torch.no_grad():

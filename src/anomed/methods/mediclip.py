@@ -11,16 +11,14 @@ The paper divides cosines by tau = 0.07; the reference code drops tau, leaving p
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from anomed.adapters import LinearAdapters
-from anomed.data.datasets import SupportSet, SynthesisDataset, synthetic_validation_set
 from anomed.losses import dice_loss, focal_loss
-from anomed.methods.base import METHODS, AnomalyMethod, AnomalyOutput, MethodConfig
+from anomed.methods.base import METHODS, AnomalyOutput, MethodConfig, SynthesisMethod
 from anomed.prompts import MEDICLIP_ABNORMAL, MEDICLIP_NORMAL, PromptLearner, PromptSet
 from anomed.scoring import gaussian_smooth, layer_maps, patch_text_probs
 from anomed.synthesis import AnomalySynthesizer
@@ -44,7 +42,7 @@ class MediCLIPConfig(MethodConfig):
 
 
 @METHODS.register("mediclip")
-class MediCLIP(AnomalyMethod):
+class MediCLIP(SynthesisMethod):
     name = "mediclip"
     config_class = MediCLIPConfig
     normal_only = True
@@ -61,13 +59,6 @@ class MediCLIP(AnomalyMethod):
         self.synthesizer = AnomalySynthesizer(
             tasks=tuple(cfg.tasks), identity_prob=cfg.identity_prob
         )
-
-    def train_dataset(self, supports: Sequence[SupportSet], seed: int) -> SynthesisDataset:
-        normals = [im for support in supports for im in support.normals]
-        return SynthesisDataset(normals, self.synthesizer, len(normals) * self.cfg.repeats, seed)
-
-    def validation_items(self, support: SupportSet, seed: int) -> list[dict]:
-        return synthetic_validation_set(support.normals, self.synthesizer, seed)
 
     def configure_optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.trainable_parameters(), lr=self.cfg.lr, betas=self.cfg.betas)
