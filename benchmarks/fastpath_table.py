@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from anomed.config import RunConfig, apply_overrides, from_dict
-from anomed.data.phantom import PhantomConfig, write_phantom_dataset
-from anomed.data.phantom_organs import write_bmad_phantoms
+from anomed.data.phantoms.brain import PhantomConfig, write_phantom_dataset
+from anomed.data.phantoms.organs import write_bmad_phantoms
 from anomed.engine.run import eval_run, train_run
 
 KEYS = ("image_auroc", "pixel_auroc", "pixel_aupro")

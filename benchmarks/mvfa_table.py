@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from anomed.config import BackboneConfig, DataConfig, RunConfig, TrainConfig
-from anomed.data.phantom_organs import write_bmad_phantoms
+from anomed.data.phantoms.organs import write_bmad_phantoms
 from anomed.engine.protocols import list_datasets, zero_shot_leave_one_out
 from anomed.engine.run import eval_run, train_run
 from anomed.published import published_metrics

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from anomed.backbone import BackboneConfig, load_backbone
-from anomed.data.phantom import PhantomConfig, write_phantom_dataset
+from anomed.data.phantoms.brain import PhantomConfig, write_phantom_dataset
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mediclip"
 

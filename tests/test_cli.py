@@ -77,13 +77,18 @@ def test_predict_png_folder_16bit_rgba_and_skips_bad_file(checkpoint, tmp_path, 
     out = tmp_path / "out"
     assert main(["-q", "predict", str(checkpoint), str(tmp_path / "in"), "-o", str(out)]) == 0
     report = json.loads((out / "predictions.json").read_text())
-    scored = sorted(p["file"].rsplit("/", 1)[-1] for p in report["predictions"])
-    assert scored == ["alpha.png", "deep.png", "plain.png"]
-    assert [s["file"].rsplit("/", 1)[-1] for s in report["skipped"]] == ["broken.png"]
-    assert all(p["decision"] in ("normal", "abnormal") for p in report["predictions"])
+    ok = [p for p in report["predictions"] if p["status"] == "ok"]
+    assert sorted(p["file"].rsplit("/", 1)[-1] for p in ok) == [
+        "alpha.png",
+        "deep.png",
+        "plain.png",
+    ]
+    failed = [p for p in report["predictions"] if p["status"] == "error"]
+    assert [p["file"].rsplit("/", 1)[-1] for p in failed] == ["broken.png"]
+    assert all(p["decision"] in ("normal", "abnormal") for p in ok)
     assert len(list((out / "overlays").glob("*.png"))) == 3
-    assert (out / "predictions.csv").read_text().startswith("file,score,threshold,decision")
-    assert "skipped" in capsys.readouterr().out
+    assert (out / "predictions.csv").read_text().startswith("file,status,score,threshold")
+    assert "3 of 4 inputs scored" in capsys.readouterr().out
 
 
 def test_predict_single_png(checkpoint, tmp_path):
@@ -114,9 +119,9 @@ def test_predict_bad_inputs_give_one_clear_message(checkpoint, tmp_path, capsys,
 def test_predict_corrupt_file_alone_names_it(checkpoint, tmp_path, capsys):
     bad = tmp_path / "scan.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    assert main(["-q", "predict", str(checkpoint), str(bad), "-o", str(tmp_path / "o")]) == 0
+    assert main(["-q", "predict", str(checkpoint), str(bad), "-o", str(tmp_path / "o")]) == 1
     out = capsys.readouterr().out
-    assert "skipped" in out and "scan.png" in out and "0 images scored" in out
+    assert "scan.png: error" in out and "0 of 1 inputs scored" in out
 
 
 def test_train_without_data_explains(capsys):

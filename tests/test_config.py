@@ -23,7 +23,9 @@ def test_dotted_overrides_parse_yaml_values():
 
 
 def test_unknown_key_is_named():
-    with pytest.raises(AnomedError, match=r"unknown TrainConfig keys \['epoch'\]"):
+    with pytest.raises(
+        AnomedError, match=r"unknown TrainConfig keys \['train.epoch'\] \(did you mean 'epochs'\?\)"
+    ):
         from_dict(RunConfig, {"train": {"epoch": 3}})
 
 

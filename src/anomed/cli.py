@@ -15,8 +15,18 @@ from anomed.errors import AnomedError
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML run config (flags and --set override it)")
     p.add_argument("--method", help="method name (see `anomed methods`), default mediclip")
-    p.add_argument("--data", help="dataset root (folder layout or samples-JSON layout)")
-    p.add_argument("--layout", help="dataset layout: auto, folder, samples-json")
+    p.add_argument(
+        "--preset",
+        choices=["anomed", "reference", "paper"],
+        help="whose computation to follow where they differ: anomed (default), the reference "
+        "code, or the paper (see FIDELITY.md)",
+    )
+    p.add_argument("--data", help="dataset root (any layout: see --layout)")
+    p.add_argument(
+        "--layout",
+        help="dataset layout: auto (default: detected), folder, samples-json, bmad, cxr-json",
+    )
+    p.add_argument("--class-name", help="organ/class word for the prompts (default: the dataset's)")
     p.add_argument("--k", type=int, help="normal shots (default 16)")
     p.add_argument("--k-abnormal", type=int, help="labelled abnormal shots (supervised methods)")
     p.add_argument("--seed", type=int, help="seeds the shot draw and training (default 0)")
@@ -52,7 +62,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--compile", action="store_true", default=None, help="torch.compile the frozen blocks"
     )
-    p.add_argument("--output", "-o", help="output folder for the checkpoint and reports")
+    p.add_argument(
+        "--output", "-o", help="run folder (default runs/<method>-<dataset>-k<k>-s<seed>)"
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing, non-empty run folder"
+    )
     p.add_argument(
         "--set",
         action="append",
@@ -64,6 +79,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 _FLAG_KEYS = {
     "method": "method",
+    "preset": "preset",
+    "class_name": "data.class_name",
     "data": "data.root",
     "layout": "data.layout",
     "k": "data.k",
@@ -86,7 +103,8 @@ _FLAG_KEYS = {
 
 
 def build_run_config(args: argparse.Namespace):
-    """Config file, then flags, then --set overrides -> RunConfig."""
+    """Config file, then flags, then --set overrides -> a checked RunConfig (every field and
+    method option validated before any data are read)."""
     from anomed.config import RunConfig, apply_overrides, from_dict, load_yaml, set_dotted
 
     data = load_yaml(args.config) if args.config else {}
@@ -98,31 +116,37 @@ def build_run_config(args: argparse.Namespace):
         set_dotted(data, "data.seed", args.seed)
         set_dotted(data, "train.seed", args.seed)
     cfg = from_dict(RunConfig, apply_overrides(data, args.set))
-    from anomed.methods import METHODS
+    from anomed.engine.run import validate_run_config
 
-    METHODS.get(cfg.method)  # fail on an unknown method before touching any data
-    if not cfg.data.root:
-        raise AnomedError(
-            "no dataset given. Fix: pass --data PATH (e.g. a folder made by `anomed data phantom`)"
-        )
-    return cfg
+    return validate_run_config(cfg)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     from anomed.engine.run import train_run
 
     cfg = build_run_config(args)
-    art = train_run(cfg, progress=not args.quiet)
+    art = train_run(cfg, progress=not args.quiet, overwrite=args.overwrite)
     cal = art.info.calibration
+    threshold = (
+        "no threshold: saved uncalibrated"
+        if cal.threshold is None
+        else f"threshold {cal.threshold:.4f} at FPR {cal.target_fpr}"
+    )
     print(
         f"saved checkpoint to {art.output_dir} (best epoch {art.fit.best_epoch} by "
-        f"{art.fit.selected_by}; threshold {cal.threshold:.4f} at FPR {cal.target_fpr})"
+        f"{art.fit.selected_by}; {threshold})"
     )
     if args.eval:
-        _print_eval(*_eval(art.output_dir, None, None, args))
+        _print_eval(*_eval(art.output_dir, None, None, args, overwrite=True))
 
 
-def _eval(checkpoint: Path, data: str | None, output: str | None, args: argparse.Namespace):
+def _eval(
+    checkpoint: Path,
+    data: str | None,
+    output: str | None,
+    args: argparse.Namespace,
+    overwrite: bool = False,
+):
     from anomed.engine.run import eval_run
 
     return eval_run(
@@ -132,6 +156,7 @@ def _eval(checkpoint: Path, data: str | None, output: str | None, args: argparse
         device=args.device or "auto",
         batch_size=getattr(args, "batch_size", None),
         progress=not args.quiet,
+        overwrite=overwrite,
     )
 
 
@@ -141,10 +166,10 @@ def _print_eval(result, out: Path) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    _print_eval(*_eval(Path(args.checkpoint), args.data, args.output, args))
+    _print_eval(*_eval(Path(args.checkpoint), args.data, args.output, args, args.overwrite))
 
 
-def cmd_predict(args: argparse.Namespace) -> None:
+def cmd_predict(args: argparse.Namespace) -> int:
     from anomed.engine.predict import predict_run
 
     report = predict_run(
@@ -155,9 +180,14 @@ def cmd_predict(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         progress=not args.quiet,
         compile_backbone=args.compile,
+        overwrite=args.overwrite,
     )
-    for line in report.summary_lines():
+    for line in report.summary_lines(per_row=len(report.rows) <= 50):
         print(line)
+    if report.n_failed and (args.strict or report.n_failed == len(report.rows)):
+        print(f"anomed: {report.n_failed} of {len(report.rows)} inputs failed", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_zeroshot(args: argparse.Namespace) -> None:
@@ -227,7 +257,7 @@ def cmd_bench_run(args: argparse.Namespace) -> None:
 
 
 def cmd_phantom(args: argparse.Namespace) -> None:
-    from anomed.data.phantom import PhantomConfig, write_phantom_dataset
+    from anomed.data.phantoms.brain import PhantomConfig, write_phantom_dataset
 
     cfg = PhantomConfig(
         n_train=args.n_train,
@@ -243,7 +273,7 @@ def cmd_phantom(args: argparse.Namespace) -> None:
 
 
 def cmd_phantom_bmad(args: argparse.Namespace) -> None:
-    from anomed.data.phantom_organs import write_bmad_phantoms
+    from anomed.data.phantoms.organs import write_bmad_phantoms
 
     folders = write_bmad_phantoms(
         args.output,
@@ -258,7 +288,7 @@ def cmd_phantom_bmad(args: argparse.Namespace) -> None:
 
 
 def cmd_phantom_chest(args: argparse.Namespace) -> None:
-    from anomed.data.phantom_chest import write_chest_phantoms
+    from anomed.data.phantoms.chest import write_chest_phantoms
 
     splits = write_chest_phantoms(
         args.output,
@@ -277,7 +307,7 @@ def cmd_phantom_chest(args: argparse.Namespace) -> None:
 
 
 def cmd_phantom_volumes(args: argparse.Namespace) -> None:
-    from anomed.data.phantom3d import write_phantom_volumes
+    from anomed.data.phantoms.heads import write_phantom_volumes
 
     cases = write_phantom_volumes(
         args.output,
@@ -320,8 +350,8 @@ def cmd_methods(args: argparse.Namespace) -> None:
     from anomed.methods import METHODS
 
     for name in METHODS.names():
-        cls = METHODS.get(name)
-        print(f"{name:12s} {(cls.__doc__ or '').strip().splitlines()[0]}")
+        doc = (METHODS.get(name).__doc__ or "").strip()
+        print(f"{name:12s} {doc.splitlines()[0] if doc else '(no description)'}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -348,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", type=Path, help="folder written by `anomed train`")
     p.add_argument("--data", help="dataset root (default: the one it was trained on)")
     p.add_argument("--output", "-o", help="report folder (default CHECKPOINT/eval/DATASET)")
+    p.add_argument("--overwrite", action="store_true", help="replace earlier reports there")
     p.add_argument("--device", help="auto, cpu, cuda")
     p.add_argument("--batch-size", type=int)
     p.set_defaults(func=cmd_eval)
@@ -358,6 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", type=Path, help="folder written by `anomed train`")
     p.add_argument("inputs", nargs="+", help="image files and/or folders")
     p.add_argument("--output", "-o", default="runs/predict", help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace earlier results there")
+    p.add_argument(
+        "--strict", action="store_true", help="exit 1 when any input fails (default: only all)"
+    )
     p.add_argument("--device", help="auto, cpu, cuda")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument(
@@ -499,14 +534,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     warnings.simplefilter("default", UserWarning)
     try:
-        args.func(args)
+        code = args.func(args)
     except AnomedError as exc:
         print(f"anomed: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("anomed: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from anomed.data.dicom import read_dicom_series
-from anomed.data.phantom3d import phantom_affine, write_dicom_series
+from anomed.data.phantoms.heads import phantom_affine, write_dicom_series
 from anomed.data.volumes import (
     VIEWS,
     find_volumes,

@@ -8,7 +8,7 @@ import torch
 
 from anomed.config import TrainConfig
 from anomed.data.datasets import SupportSet
-from anomed.data.phantom import make_brain_slice
+from anomed.data.phantoms.brain import make_brain_slice
 from anomed.engine.cache import build_feature_cache
 from anomed.engine.evaluate import evaluate_items, run_batches
 from anomed.engine.train import fit

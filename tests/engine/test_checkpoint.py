@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 
@@ -20,7 +22,11 @@ def test_round_trip_gives_identical_outputs(tmp_path, tiny_backbone):
     with torch.no_grad():
         method.prompts.ctx.add_(1.0)
     save_checkpoint(tmp_path, method, CheckpointInfo(run=_run_config()))
-    assert {p.name for p in tmp_path.iterdir()} == {"model.safetensors", "config.yaml"}
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "model.safetensors",
+        "config.yaml",
+        "manifest.json",
+    }
     loaded, info = load_checkpoint(tmp_path)
     images = torch.rand(2, 3, 112, 112)
     with torch.no_grad():
@@ -35,7 +41,44 @@ def test_changed_random_backbone_is_detected(tmp_path):
     save_checkpoint(tmp_path, method, info)
     text = (tmp_path / "config.yaml").read_text()
     (tmp_path / "config.yaml").write_text(text.replace("init_seed: 0", "init_seed: 5"))
+    with pytest.raises(AnomedError, match="does not match manifest.json"):
+        load_checkpoint(tmp_path)  # a hand edit is caught first
+    _rewrite_manifest(tmp_path)
     with pytest.raises(AnomedError, match="differs from the one trained with"):
+        load_checkpoint(tmp_path)
+
+
+def _rewrite_manifest(folder):
+    from anomed.engine.checkpoint import CONFIG, MANIFEST, WEIGHTS, _sha256
+
+    sums = {name: _sha256(folder / name) for name in (WEIGHTS, CONFIG)}
+    (folder / MANIFEST).write_text(json.dumps({"sha256": sums}))
+
+
+def test_mixed_or_partial_checkpoint_is_refused(tmp_path):
+    cfg = _run_config()
+    method = create_method("mediclip", load_backbone(cfg.backbone), {})
+    save_checkpoint(tmp_path / "a", method, CheckpointInfo(run=cfg))
+    with torch.no_grad():
+        method.prompts.ctx.add_(1.0)
+    save_checkpoint(tmp_path / "b", method, CheckpointInfo(run=cfg))
+    (tmp_path / "a" / "model.safetensors").write_bytes(
+        (tmp_path / "b" / "model.safetensors").read_bytes()
+    )
+    with pytest.raises(AnomedError, match="model.safetensors: does not match manifest.json"):
+        load_checkpoint(tmp_path / "a")  # new weights beside the old config: refused
+    (tmp_path / "b" / "manifest.json").unlink()
+    with pytest.raises(AnomedError, match="manifest.json is missing"):
+        load_checkpoint(tmp_path / "b")
+
+
+def test_non_finite_weights_are_refused(tmp_path):
+    cfg = _run_config()
+    method = create_method("mediclip", load_backbone(cfg.backbone), {})
+    with torch.no_grad():
+        method.prompts.ctx[0, 0, 0] = float("nan")
+    save_checkpoint(tmp_path, method, CheckpointInfo(run=cfg))
+    with pytest.raises(AnomedError, match="non-finite"):
         load_checkpoint(tmp_path)
 
 

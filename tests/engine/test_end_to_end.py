@@ -13,12 +13,13 @@ pytestmark = pytest.mark.slow
 def test_demo_writes_metrics_before_and_after(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["-q", "demo", "--output", str(out), "--epochs", "5"]) == 0
-    metrics = json.loads((out / "metrics.json").read_text())
+    assert main(["-q", "demo", "--output", str(out), "--epochs", "5"]) == 0  # rerunnable
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
     for key in ("image_auroc", "pixel_auroc", "pixel_aupro"):
         assert 0.0 <= metrics[key] <= 1.0
         assert 0.0 <= metrics["before_training"][key] <= 1.0
     for name in ("heatmaps.png", "roc.png", "metrics.md", "scores.csv"):
-        assert (out / name).stat().st_size > 0
+        assert (out / "eval" / name).stat().st_size > 0
     printed = capsys.readouterr().out
     assert "before training" in printed and "after training" in printed
     assert "random-init" in printed

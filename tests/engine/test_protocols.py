@@ -5,7 +5,7 @@ import json
 import pytest
 
 from anomed.cli import main
-from anomed.data.phantom_organs import write_bmad_phantoms
+from anomed.data.phantoms.organs import write_bmad_phantoms
 
 FAST = ["--image-size", "112", "--epochs", "1", "--set", "data.n_val=2"]
 

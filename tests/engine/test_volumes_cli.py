@@ -140,8 +140,8 @@ def test_bad_volumes_are_reported_and_skipped(trained, tmp_path, capsys):
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 8, 3), np.float32), np.eye(4)), four_d)
     assert (
         main(["-q", "predict", str(ckpt), str(truncated), str(four_d), "-o", str(tmp_path / "o")])
-        == 0
+        == 1  # every input failed
     )
-    skipped = json.loads((tmp_path / "o" / "predictions.json").read_text())["skipped"]
-    reasons = {s["file"].rsplit("/", 1)[-1]: s["reason"] for s in skipped}
+    rows = json.loads((tmp_path / "o" / "predictions.json").read_text())["predictions"]
+    reasons = {s["file"].rsplit("/", 1)[-1]: s["error"] for s in rows if s["status"] == "error"}
     assert "cut.nii.gz" in reasons["cut.nii.gz"] and "4D" in reasons["fourd.nii.gz"]

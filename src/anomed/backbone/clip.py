@@ -7,7 +7,6 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -16,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from anomed.config import BackboneConfig
 from anomed.errors import AnomedError
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
@@ -30,17 +30,6 @@ PREPROCESS_PRESETS: dict[str, tuple[tuple[float, ...], tuple[float, ...]] | None
 }
 
 BlockHook = Callable[[int, Tensor], Tensor]  # (1-based block index, tokens (B, 1+N, C)) -> tokens
-
-
-@dataclass
-class BackboneConfig:
-    """Which CLIP to load and how to feed it."""
-
-    model: str = "anomed-tiny"  # open_clip name, or "hf-hub:org/repo", or "local-dir:/path"
-    pretrained: str | None = None  # open_clip tag ("openai"), a local checkpoint file, or None
-    image_size: int | None = None  # override; positional embeddings are interpolated
-    preprocess: str = "clip"  # a key of PREPROCESS_PRESETS
-    init_seed: int = 0  # seeds a random-init backbone so it can be rebuilt identically
 
 
 class VisionOutput(NamedTuple):

@@ -36,6 +36,11 @@ def read_image(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     arr = _decode(path)  # (H, W) or (H, W, 3), native dtype
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        raise AnomedError(
+            f"{path}: {int(np.size(arr) - np.isfinite(arr).sum())} pixels are NaN or Inf. "
+            "Fix: replace them (e.g. with 0) and re-export the image."
+        )
     if arr.dtype == np.bool_:
         out = arr.astype(np.float32)
     elif arr.dtype == np.uint8:
@@ -47,6 +52,18 @@ def read_image(path: str | Path) -> np.ndarray:
     if out.ndim == 2:
         out = np.repeat(out[:, :, None], 3, axis=2)  # (H, W) -> (H, W, 3)
     return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def check_pixels(image: np.ndarray, source: str) -> np.ndarray:
+    """An in-memory float image, refused when a pixel is NaN/Inf or outside [0, 1]."""
+    if not np.isfinite(image).all():
+        raise AnomedError(f"{source}: NaN or Inf pixels. Fix: replace them before scoring.")
+    if image.size and (float(image.min()) < 0.0 or float(image.max()) > 1.0):
+        raise AnomedError(
+            f"{source}: pixel values span [{float(image.min()):g}, {float(image.max()):g}]; "
+            "anomed expects [0, 1]. Fix: scale the image (e.g. divide 8-bit data by 255)."
+        )
+    return image
 
 
 def read_mask(paths: Sequence[str | Path], size: tuple[int, int] | None = None) -> np.ndarray:

@@ -2,10 +2,14 @@
 
 Nothing is ever unpickled. A random-init backbone is not stored: it is rebuilt from its seed and
 checked against a fingerprint, so checkpoints stay small and a mismatch fails loudly.
+`manifest.json` (written last) holds the SHA-256 of both files: a folder whose files do not
+match it (an interrupted or mixed write, a hand edit) is refused, as are non-finite weights.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -24,16 +28,17 @@ from anomed.methods.base import AnomalyMethod, create_method
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.yaml"
+MANIFEST = "manifest.json"
 
 
 @dataclass
 class Calibration:
     """Decision and display settings fixed on validation data, never on test data."""
 
-    threshold: float = float("nan")  # an image scoring above it is called abnormal
+    threshold: float | None = None  # above it an image is abnormal; None: saved uncalibrated
     target_fpr: float = 0.05
-    map_min: float = 0.0  # heatmap colour scale
-    map_max: float = 1.0
+    map_min: float | None = None  # heatmap colour scale (None: each picture's own range)
+    map_max: float | None = None
 
 
 @dataclass
@@ -81,7 +86,39 @@ def save_checkpoint(directory: str | Path, method: AnomalyMethod, info: Checkpoi
     _atomic_write(directory / WEIGHTS, lambda tmp: save_file(state, tmp))
     text = _yaml_dump(to_dict(info))
     _atomic_write(directory / CONFIG, lambda tmp: Path(tmp).write_text(text))
+    manifest = {name: _sha256(directory / name) for name in (WEIGHTS, CONFIG)}
+    payload = json.dumps({"anomed_version": __version__, "sha256": manifest}, indent=1)
+    _atomic_write(directory / MANIFEST, lambda tmp: Path(tmp).write_text(payload))
     return directory
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_manifest(directory: Path) -> None:
+    """Refuse a checkpoint whose files are not the ones written together (see module doc)."""
+    path = directory / MANIFEST
+    fix = "Fix: retrain into this folder (anomed train ... --overwrite)."
+    if not path.is_file():
+        raise AnomedError(
+            f"{directory}: {MANIFEST} is missing, so the weights and config.yaml cannot be "
+            f"checked to belong together (an interrupted save, or a copy of part). {fix}"
+        )
+    try:
+        expected = json.loads(path.read_text())["sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise AnomedError(f"{path}: unreadable manifest ({exc}). {fix}") from exc
+    for name in (WEIGHTS, CONFIG):
+        if not isinstance(expected, dict) or expected.get(name) != _sha256(directory / name):
+            raise AnomedError(
+                f"{directory / name}: does not match {MANIFEST} (written by another save, or "
+                f"edited). {fix}"
+            )
 
 
 def _yaml_dump(data: dict) -> str:
@@ -100,7 +137,11 @@ def read_checkpoint_info(directory: str | Path) -> CheckpointInfo:
     for name in (WEIGHTS, CONFIG):
         if not (directory / name).is_file():
             raise AnomedError(f"{directory}: {name} is missing; not an anomed checkpoint.")
-    return from_dict(CheckpointInfo, load_yaml(directory / CONFIG))
+    verify_manifest(directory)
+    try:
+        return from_dict(CheckpointInfo, load_yaml(directory / CONFIG))
+    except AnomedError as exc:
+        raise AnomedError(f"{directory / CONFIG}: {exc}") from exc
 
 
 def load_checkpoint(
@@ -119,11 +160,17 @@ def load_checkpoint(
                 "version?). Fix: retrain with this installation."
             )
     method = create_method(info.run.method, backbone, info.run.method_args)
-    method.class_name = info.class_name
+    method.set_class_name(info.class_name)
     try:
         state = load_file(str(directory / WEIGHTS), device="cpu")
     except (SafetensorError, OSError) as exc:
         raise AnomedError(f"{directory / WEIGHTS}: unreadable weights ({exc}).") from exc
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+    if bad:
+        raise AnomedError(
+            f"{directory / WEIGHTS}: non-finite (NaN/Inf) values in {bad[:3]}; the training "
+            "diverged or the file is damaged. Fix: retrain (e.g. with a lower learning rate)."
+        )
     try:
         method.load_trainable_state_dict(state)
     except (ValueError, RuntimeError) as exc:

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from anomed.config import DataConfig, RunConfig, TrainConfig
-from anomed.data.phantom import PhantomConfig, write_phantom_dataset
+from anomed.data.phantoms.brain import PhantomConfig, write_phantom_dataset
+from anomed.engine.outputs import write_json, write_text
 from anomed.engine.run import eval_run, train_run
 from anomed.metrics import format_metrics_table
 
@@ -41,22 +42,28 @@ def run_demo(
         log(f"writing phantom dataset to {data}")
         write_phantom_dataset(data, PhantomConfig(seed=0), overwrite=data.exists())
     cfg = demo_config(output, epochs)
-    art = train_run(cfg, progress=progress, log=log, eval_before=True)
+    art = train_run(cfg, progress=progress, log=log, eval_before=True, overwrite=True)
+    report = output / "eval"
     result, _ = eval_run(
-        art.output_dir, output_dir=output, device=cfg.train.device, progress=progress, label=LABEL
+        art.output_dir,
+        output_dir=report,
+        device=cfg.train.device,
+        progress=progress,
+        label=LABEL,
+        overwrite=True,
     )
     table = format_metrics_table(
         {"before training": art.before.metrics, "after training": result.metrics},
         index_name="MediCLIP, " + LABEL,
     )
-    metrics = json.loads((output / "metrics.json").read_text())
+    metrics = json.loads((report / "metrics.json").read_text())
     metrics["before_training"] = art.before.metrics
     metrics["train_seconds"] = art.fit.seconds
-    (output / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    (output / "metrics.md").write_text(table + "\n")
+    write_json(report / "metrics.json", metrics)
+    write_text(report / "metrics.md", table + "\n")
     log(table)
     log(
-        f"wrote {output}/metrics.json, metrics.md, heatmaps.png, roc.png, scores.csv; "
-        f"checkpoint in {art.output_dir}"
+        f"wrote {report}/metrics.json, metrics.md, heatmaps.png, roc.png, scores.csv; "
+        f"checkpoint in {art.output_dir} (try: anomed serve {art.output_dir})"
     )
     return metrics

@@ -1,123 +1,169 @@
-"""Score the user's own images with a checkpoint: a score, a yes/no and a heatmap per image.
+"""Score the user's own images with a checkpoint: a score, a yes/no and a heatmap per input.
 
-A bad file is reported and skipped; the run goes on. Reports are written only at the end.
+Each input stands alone: a file that cannot be read, a volume that fails, a NaN score becomes
+one error row and the run goes on. Rows are streamed to `predictions.csv` / `.jsonl` as they
+come (an interrupted run keeps what it scored); `predictions.json` is written at the end with
+the summary. The output folder is checked before any work (see engine.outputs).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import torch
 from tqdm.auto import tqdm
 
-from anomed.data.datasets import resize_image
-from anomed.data.io import is_image_file, read_image
+from anomed.data.io import is_image_file
 from anomed.data.volumes import find_volumes, is_volume_path
-from anomed.engine.checkpoint import CheckpointInfo, load_checkpoint
-from anomed.engine.device import autocast, resolve_device
-from anomed.engine.volumes import predict_volume
+from anomed.engine.detector import Detector, Prediction, load_detector
+from anomed.engine.outputs import check_output_dir, clear_dir, dumps_json, write_json
 from anomed.errors import AnomedError
-from anomed.methods.base import AnomalyMethod
-from anomed.viz.overlay import save_overlay_png
+from anomed.viz.overlay import save_prediction_png
+
+FIELDS = ["file", "status", "score", "threshold", "decision", "error", "overlay", "slices"]
+# Folder names and file-name parts that mark ground-truth masks inside a dataset folder.
+MASK_FOLDERS = frozenset(
+    {"mask", "masks", "ground_truth", "ground_true", "gt", "anomaly_mask", "labels", "label"}
+)
+MASK_NAME = re.compile(r"(^|[_\-. ])(mask|masks|gt|seg|label)([_\-. ]\d+)?$", re.IGNORECASE)
+
+
+def display_path(path: str | Path) -> str:
+    """A path as printable UTF-8 text (undecodable bytes in a file name shown as \\xNN)."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
 
 
 @dataclass
 class PredictReport:
-    """Per-image results and the files that could not be read."""
+    """Per-input rows (status ok or error) and what was left out on purpose."""
 
     output_dir: Path
     rows: list[dict] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+    excluded: list[tuple[str, str]] = field(default_factory=list)  # (path, why): masks etc.
 
-    def summary_lines(self) -> list[str]:
-        lines = [f"{r['file']}: score {r['score']:.4f} -> {r['decision']}" for r in self.rows]
-        lines += [f"skipped {path}: {why}" for path, why in self.skipped]
-        n_abn = sum(r["decision"] == "abnormal" for r in self.rows)
+    @property
+    def n_failed(self) -> int:
+        return sum(r["status"] == "error" for r in self.rows)
+
+    def summary_lines(self, per_row: bool = True) -> list[str]:
+        lines = []
+        if per_row:
+            for r in self.rows:
+                if r["status"] == "ok":
+                    lines.append(f"{r['file']}: score {r['score']:.4f} -> {r['decision'] or '-'}")
+                else:
+                    lines.append(f"{r['file']}: error: {r['error']}")
+        if self.excluded:
+            lines.append(f"left out {len(self.excluded)} mask/hidden files found in folders")
+        ok = [r for r in self.rows if r["status"] == "ok"]
+        n_abn = sum(r["decision"] == "abnormal" for r in ok)
+        undecided = sum(r["decision"] is None for r in ok)
         lines.append(
-            f"{len(self.rows)} images scored ({n_abn} abnormal), {len(self.skipped)} "
-            f"skipped; predictions.csv, predictions.json and overlays/ in {self.output_dir}"
+            f"{len(ok)} of {len(self.rows)} inputs scored ({n_abn} abnormal"
+            + (f", {undecided} without a threshold" if undecided else "")
+            + f"), {self.n_failed} failed; predictions.csv, predictions.json and overlays/ "
+            f"in {self.output_dir}"
         )
         return lines
 
 
+def _is_mask_like(path: Path, root: Path) -> bool:
+    parts = path.relative_to(root).parts[:-1]
+    stem = path.name.split(".")[0]
+    return any(p.lower() in MASK_FOLDERS for p in parts) or bool(MASK_NAME.search(stem))
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    return any(p.startswith(".") for p in path.relative_to(root).parts)
+
+
 def collect_inputs(
     inputs: Sequence[str | Path],
-) -> tuple[list[Path], list[Path], list[tuple[str, str]]]:
-    """Expand inputs into (2D image files, volumes, problems): folders are searched recursively;
-    a DICOM series folder, .nii and .nii.gz files are volumes."""
+) -> tuple[list[Path], list[Path], list[tuple[str, str]], list[tuple[str, str]]]:
+    """Expand inputs into (2D image files, volumes, problems, excluded).
+
+    Folders are searched recursively: image files, NIfTI files and folders that directly hold
+    DICOM files (one series each) are kept side by side; mask files (`masks/`, `*_mask.png`)
+    and hidden files are left out and listed. A file named explicitly is always scored."""
     files: list[Path] = []
     volumes: list[Path] = []
     problems: list[tuple[str, str]] = []
+    excluded: list[tuple[str, str]] = []
     for item in map(Path, inputs):
-        if not item.exists():
+        if item.is_symlink() and not item.exists():
+            problems.append((str(item), "broken symbolic link"))
+        elif not item.exists():
             problems.append((str(item), "no such file or folder"))
+        elif item.is_dir():
+            _scan_folder(item, files, volumes, problems, excluded)
         elif is_volume_path(item):
             volumes.append(item)
-        elif item.is_dir():
-            found = sorted(p for p in item.rglob("*") if p.is_file() and is_image_file(p))
-            vols = [v for v in find_volumes(item) if "lesion_mask" not in v.name]
-            if not found and not vols:
-                problems.append(
-                    (
-                        str(item),
-                        "folder holds no PNG/JPEG/BMP/TIFF images, NIfTI files or DICOM series",
-                    )
-                )
-            files += found
-            volumes += vols
-        elif not is_image_file(item):
-            problems.append(
-                (
-                    str(item),
-                    f"not an image file (extension {item.suffix or 'none'!r}); "
-                    "use PNG, JPEG, BMP, TIFF, NIfTI or DICOM",
-                )
-            )
-        else:
+        elif is_image_file(item):
             files.append(item)
-    return files, volumes, problems
+        else:
+            why = f"not an image file (extension {item.suffix or 'none'!r}); use PNG, JPEG, BMP, "
+            problems.append((str(item), why + "TIFF, NIfTI or DICOM"))
+    return _unique(files), _unique(volumes), problems, excluded
 
 
-def _readable(files: Sequence[Path], skipped: list) -> Iterator[tuple[Path, np.ndarray]]:
-    for path in files:
-        try:
-            yield path, read_image(path)
-        except AnomedError as exc:
-            skipped.append((str(path), str(exc)))
+def _scan_folder(root: Path, files, volumes, problems, excluded) -> None:
+    found_images, found_volumes = [], []
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink() and not path.exists():
+            problems.append((str(path), "broken symbolic link"))
+            continue
+        if not path.is_file() or not is_image_file(path):
+            continue
+        if _hidden(path, root) or _is_mask_like(path, root):
+            excluded.append((str(path), "mask or hidden file"))
+        else:
+            found_images.append(path)
+    for vol in find_volumes(root):
+        if vol != root and (_hidden(vol, root) or _is_mask_like(vol, root)):
+            excluded.append((str(vol), "mask or hidden volume"))
+        else:
+            found_volumes.append(vol)
+    if not found_images and not found_volumes:
+        problems.append(
+            (str(root), "folder holds no PNG/JPEG/BMP/TIFF images, NIfTI files or DICOM series")
+        )
+    files += found_images
+    volumes += found_volumes
 
 
-def _chunks(items: Iterator, size: int) -> Iterator[list]:
-    chunk: list = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+def _unique(paths: list[Path]) -> list[Path]:
+    seen, out = set(), []
+    for p in paths:
+        key = os.path.abspath(p)
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return out
 
 
-@torch.no_grad()
-def _score(method: AnomalyMethod, images: list[np.ndarray], device, amp: bool):
-    size = method.backbone.image_size
-    batch = np.stack([resize_image(im, size).transpose(2, 0, 1) for im in images])
-    with autocast(device, amp):
-        out = method(torch.from_numpy(batch).float().to(device))
-    return out.image_score.float().cpu().numpy(), out.anomaly_map.float().cpu().numpy()
+class _RowWriter:
+    """Appends each row to predictions.csv and predictions.jsonl as soon as it exists."""
 
+    def __init__(self, out: Path) -> None:
+        self.csv_file = open(out / "predictions.csv", "w", newline="", encoding="utf-8")
+        self.jsonl = open(out / "predictions.jsonl", "w", encoding="utf-8")
+        self.writer = csv.DictWriter(self.csv_file, fieldnames=FIELDS, extrasaction="ignore")
+        self.writer.writeheader()
 
-def _overlay_name(path: Path, used: set[str]) -> str:
-    name = f"{path.stem}_overlay.png"
-    n = 1
-    while name in used:
-        name, n = f"{path.stem}_{n}_overlay.png", n + 1
-    used.add(name)
-    return name
+    def write(self, row: dict) -> None:
+        self.writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in FIELDS})
+        self.jsonl.write(dumps_json(row).replace("\n", "") + "\n")
+        self.csv_file.flush()
+        self.jsonl.flush()
+
+    def close(self) -> None:
+        self.csv_file.close()
+        self.jsonl.close()
 
 
 def predict_run(
@@ -128,73 +174,154 @@ def predict_run(
     batch_size: int = 16,
     progress: bool = True,
     compile_backbone: bool = False,
+    overwrite: bool = False,
+    strict: bool = False,
 ) -> PredictReport:
-    """Score every readable image under `inputs`; write overlays, CSV and JSON.
+    """Score every input; write overlays, per-volume maps and the prediction tables.
 
-    `compile_backbone` torch.compiles the frozen blocks: worth it for large folders only."""
-    files, volumes, problems = collect_inputs(inputs)
+    Raises AnomedError before any work for a bad output folder or when nothing is scorable;
+    with `strict`, after the run when any input failed (everything is still written)."""
+    if batch_size < 1:
+        raise AnomedError(f"--batch-size {batch_size}: must be at least 1")
+    folders = [p for p in inputs if Path(p).is_dir()]
+    out = check_output_dir(output_dir, overwrite, inputs=folders)
+    files, volumes, problems, excluded = collect_inputs(inputs)
     if not files and not volumes:
-        detail = "; ".join(f"{p}: {why}" for p, why in problems) or "nothing given"
+        detail = "; ".join(f"{display_path(p)}: {why}" for p, why in problems) or "nothing given"
         raise AnomedError(f"no images to score ({detail}). Fix: pass image files or folders.")
-    dev = resolve_device(device)
-    method, info = load_checkpoint(checkpoint, dev)
-    if compile_backbone:
-        method.backbone.compile_blocks()
-    report = PredictReport(Path(output_dir), skipped=list(problems))
-    overlays = report.output_dir / "overlays"
-    overlays.mkdir(parents=True, exist_ok=True)
-    used: set[str] = set()
-    bar = tqdm(total=len(files), desc="predict", unit="img", disable=not progress)
-    for chunk in _chunks(_readable(files, report.skipped), batch_size):
-        scores, maps = _score(method, [im for _, im in chunk], dev, info.run.train.amp)
-        for (path, image), score, amap in zip(chunk, scores, maps, strict=True):
-            name = _overlay_name(path, used)
-            save_overlay_png(
-                overlays / name, image, amap, info.calibration.map_min, info.calibration.map_max
-            )
-            report.rows.append(_row(path, float(score), info, f"overlays/{name}"))
-        bar.update(len(chunk))
-    bar.close()
-    for path in volumes:
-        try:
-            vol = predict_volume(
-                method, info, path, report.output_dir / "volumes", batch_size=batch_size
-            )
-        except AnomedError as exc:
-            report.skipped.append((str(path), str(exc)))
-            continue
-        report.rows.append(
-            {
-                "file": str(path),
-                "score": vol.score,
-                "threshold": info.calibration.threshold,
-                "decision": vol.decision,
-                "overlay": str(vol.map_path.relative_to(report.output_dir)),
-            }
+    detector = load_detector(checkpoint, device, batch_size, compile_backbone)
+    clear_dir(out)
+    report = PredictReport(out, excluded=excluded)
+    writer = _RowWriter(out)
+    try:
+        for path, why in problems:
+            _add(report, writer, _error_row(path, why, detector))
+        bar = tqdm(
+            total=len(files) + len(volumes), desc="predict", unit="input", disable=not progress
         )
-    _write_reports(report)
+        for rows in _image_rows(detector, files, out):
+            for row in rows:
+                _add(report, writer, row)
+            bar.update(len(rows))
+        for path in volumes:
+            _add(report, writer, _volume_row(detector, path, out))
+            bar.update(1)
+        bar.close()
+    finally:
+        writer.close()
+        _write_summary(report, detector)
+    if strict and report.n_failed:
+        raise AnomedError(
+            f"{report.n_failed} of {len(report.rows)} inputs failed (--strict); see "
+            f"{out / 'predictions.csv'}"
+        )
     return report
 
 
-def _row(path: Path, score: float, info: CheckpointInfo, overlay: str) -> dict:
-    threshold = info.calibration.threshold
+def _add(report: PredictReport, writer: _RowWriter, row: dict) -> None:
+    report.rows.append(row)
+    writer.write(row)
+
+
+def _error_row(path: str | Path, why: str, detector: Detector) -> dict:
     return {
-        "file": str(path),
-        "score": score,
-        "threshold": threshold,
-        "decision": "abnormal" if score > threshold else "normal",
+        "file": display_path(path),
+        "status": "error",
+        "score": None,
+        "threshold": detector.threshold,
+        "decision": None,
+        "error": why,
+        "overlay": None,
+    }
+
+
+def _image_rows(detector: Detector, files: list[Path], out: Path) -> Iterator[list[dict]]:
+    used: set[str] = set()
+    for start in range(0, len(files), detector.batch_size):
+        chunk = files[start : start + detector.batch_size]
+        rows = []
+        for path, pred in zip(chunk, detector.predict(chunk, keep_images=True), strict=True):
+            rows.append(_image_row(detector, path, pred, out, used))
+        yield rows
+
+
+def _image_row(detector: Detector, path: Path, pred: Prediction, out: Path, used: set) -> dict:
+    if not pred.ok:
+        return _error_row(path, pred.error or "failed", detector)
+    name = _overlay_name(path, used)
+    try:
+        save_prediction_png(
+            out / "overlays" / name,
+            pred.image,
+            pred.anomaly_map,
+            score=pred.score,
+            decision=pred.decision,
+            threshold=pred.threshold,
+            limits=detector.map_range,
+        )
+        overlay = f"overlays/{name}"
+    except (OSError, ValueError) as exc:  # the score stands; say why the picture is missing
+        overlay = None
+        pred.error = f"overlay not written: {exc}"
+    return {
+        "file": display_path(path),
+        "status": "ok",
+        "score": pred.score,
+        "threshold": pred.threshold,
+        "decision": pred.decision,
+        "error": pred.error,
         "overlay": overlay,
     }
 
 
-def _write_reports(report: PredictReport) -> None:
-    fields = ["file", "score", "threshold", "decision", "overlay"]
-    with open(report.output_dir / "predictions.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(report.rows)
-    payload = {
-        "predictions": report.rows,
-        "skipped": [{"file": f, "reason": r} for f, r in report.skipped],
+def _volume_row(detector: Detector, path: Path, out: Path) -> dict:
+    from anomed.engine.volumes import predict_volume
+
+    try:
+        vol = predict_volume(detector, path, out / "volumes")
+    except AnomedError as exc:
+        return _error_row(path, str(exc), detector)
+    return {
+        "file": display_path(path),
+        "status": "ok",
+        "score": vol.score,
+        "threshold": detector.threshold,
+        "decision": vol.decision,
+        "error": None,
+        "overlay": str(vol.map_path.relative_to(out)),
+        "slices": str(vol.csv_path.relative_to(out)),
     }
-    (report.output_dir / "predictions.json").write_text(json.dumps(payload, indent=1))
+
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _overlay_name(path: Path, used: set[str]) -> str:
+    """A safe, unique overlay file name from the input's stem."""
+    stem = _SAFE.sub("_", display_path(path.name).rsplit(".", 1)[0])[:80] or "image"
+    name, n = f"{stem}_overlay.png", 1
+    while name in used:
+        name, n = f"{stem}_{n}_overlay.png", n + 1
+    used.add(name)
+    return name
+
+
+def _write_summary(report: PredictReport, detector: Detector) -> None:
+    info = detector.info
+    payload = {
+        "run": display_path(detector.run_dir) if detector.run_dir else None,
+        "method": info.run.method,
+        "preset": info.run.preset,
+        "threshold": detector.threshold,
+        "n_inputs": len(report.rows),
+        "n_failed": report.n_failed,
+        "predictions": report.rows,
+        "excluded": [{"file": display_path(f), "reason": r} for f, r in report.excluded],
+    }
+    write_json(report.output_dir / "predictions.json", payload)
+
+
+def read_predictions(output_dir: str | Path) -> list[dict]:
+    """The rows a predict run wrote (from the streamed JSON lines)."""
+    lines = (Path(output_dir) / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line]

@@ -75,7 +75,7 @@ def profile_training(
     steps: int = 5,
 ) -> list[dict]:
     """Top operators of `steps` optimizer steps (cached features when the method allows)."""
-    method.support, method.class_name = support, support.clsname
+    method.setup([support], support.clsname, target=support)
     train_set = method.train_dataset([support], seed=0)
     cache = build_feature_cache(method, train_set, 1, device, cfg, log=lambda _: None)
     optimizer = method.configure_optimizer()

@@ -1,22 +1,27 @@
-"""End-to-end jobs the CLI calls: train a run, evaluate a checkpoint, write the reports."""
+"""End-to-end jobs the CLI and the Python API call: train a run, evaluate a checkpoint.
+
+A training run is four steps, each a function: `prepare_run` (check the config and the output
+folder, read the dataset, draw the shots; nothing heavy and nothing written), `fit` (engine.
+train), `calibrate` (threshold and heatmap scale from validation data) and `save_run` (one
+atomic folder). Report writing lives in engine.reports.
+"""
 
 from __future__ import annotations
 
+import copy
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from anomed.backbone import load_backbone
-from anomed.config import RunConfig, save_yaml
+from anomed.config import RunConfig, coerce
 from anomed.data.bmad import read_mvfa_shot_file
-from anomed.data.datasets import SampleDataset, SupportSet, load_sample, load_support
-from anomed.data.layouts import load_dataset
+from anomed.data.datasets import SampleDataset, SupportSet, load_support
+from anomed.data.layouts import LAYOUTS, load_dataset
 from anomed.data.sample import DatasetSplits
 from anomed.data.shots import (
     ShotSplit,
@@ -34,13 +39,11 @@ from anomed.engine.evaluate import (
     evaluate_items,
     map_range,
 )
+from anomed.engine.outputs import check_output_dir, staged_dir, write_json
+from anomed.engine.reports import describe_run, write_eval_report
 from anomed.engine.train import FitResult, fit
 from anomed.errors import AnomedError
-from anomed.methods.base import METHODS, AnomalyMethod, create_method
-from anomed.metrics import format_metrics_table
-from anomed.published import published_rows
-from anomed.viz.overlay import save_heatmap_grid
-from anomed.viz.plots import save_roc_curve
+from anomed.methods.base import METHODS, AnomalyMethod, create_method, method_config_dict
 
 Log = Callable[[str], None]
 
@@ -55,6 +58,44 @@ class TrainArtifacts:
     fit: FitResult
     output_dir: Path
     before: EvalResult | None = None  # the untrained model on the test set, when asked
+
+
+@dataclass
+class PreparedRun:
+    """A checked run before any training: its data, shots and (checked) output folder."""
+
+    cfg: RunConfig
+    splits: DatasetSplits
+    split: ShotSplit
+    output_dir: Path
+    class_name: str
+
+
+def validate_run_config(cfg: RunConfig) -> RunConfig:
+    """Check what field types cannot: registered names and the method's own options.
+
+    The method options are checked against the method's config class here, so a typo
+    (`method_args.image_loss=sigmod`) fails before any data are read."""
+    METHODS.get(cfg.method)
+    if cfg.data.layout != "auto":
+        LAYOUTS.get(cfg.data.layout)
+    method_config_dict(cfg.method, cfg.method_args)
+    if METHODS.get(cfg.method).needs_shots and cfg.data.k < 1 and not cfg.data.train_roots:
+        raise AnomedError(
+            f"data.k: {cfg.method} needs at least one normal shot (k >= 1). Fix: pass --k 1 or "
+            "more, or use the zero-shot protocol (anomed zeroshot)."
+        )
+    if not cfg.data.root:
+        raise AnomedError(
+            "no dataset given. Fix: pass --data PATH (e.g. a folder made by `anomed data phantom`)"
+        )
+    return cfg
+
+
+def default_output_dir(cfg: RunConfig) -> str:
+    """runs/<method>-<dataset>-k<k>-s<seed>: distinct runs never share a default folder."""
+    dataset = Path(cfg.data.root.rstrip("/\\")).name or "data"
+    return f"runs/{cfg.method}-{dataset}-k{cfg.data.k}-s{cfg.data.seed}"
 
 
 def resolve_k_abnormal(cfg: RunConfig) -> int:
@@ -113,9 +154,32 @@ def load_splits(cfg: RunConfig, log: Log) -> DatasetSplits:
     return splits
 
 
-def _class_name(splits: DatasetSplits) -> str:
+def class_name_of(splits: DatasetSplits, override: str = "") -> str:
+    """The organ/class word of a dataset: the user's, else the layout's, else the folder's."""
+    if override:
+        return override
     names = {s.clsname for s in splits.train + splits.test if s.clsname}
     return names.pop() if len(names) == 1 else splits.name
+
+
+def prepare_run(cfg: RunConfig, overwrite: bool = False, log: Log = tqdm.write) -> PreparedRun:
+    """Check everything that can be checked before training; read the data; draw the shots."""
+    validate_run_config(cfg)
+    output = cfg.output_dir or default_output_dir(cfg)
+    out = check_output_dir(output, overwrite, inputs=[cfg.data.root, *cfg.data.train_roots])
+    splits = load_splits(cfg, log)
+    split = _shot_split(cfg, splits)
+    if cfg.data.train_roots:  # zero-shot: no target shots; validation still from its pool
+        split = ShotSplit(shots=[], val=split.shots + split.val, seed=split.seed, k=0)
+    if not split.val and not cfg.train.allow_uncalibrated:
+        raise AnomedError(
+            f"{splits.root}: no validation images are left in the training pool (k={cfg.data.k}"
+            f" of {sum(s.label == 0 for s in splits.train)} normals, data.n_val="
+            f"{cfg.data.n_val}), so no decision threshold can be calibrated. Fix: use a smaller "
+            "--k (or a larger data.n_val) to leave validation images, or pass --set "
+            "train.allow_uncalibrated=true to save a detector without yes/no decisions."
+        )
+    return PreparedRun(cfg, splits, split, out, class_name_of(splits, cfg.data.class_name))
 
 
 def _training_supports(cfg: RunConfig, split: ShotSplit, size: int) -> list[SupportSet]:
@@ -125,41 +189,47 @@ def _training_supports(cfg: RunConfig, split: ShotSplit, size: int) -> list[Supp
     supports = []
     for root in cfg.data.train_roots:
         other = load_dataset(root, "auto")
-        supports.append(load_support(other.train, size, _class_name(other)))
+        supports.append(load_support(other.train, size, class_name_of(other)))
     return supports
 
 
-def train_run(
-    cfg: RunConfig, progress: bool = True, log: Log = tqdm.write, eval_before: bool = False
-) -> TrainArtifacts:
-    """Sample shots, train the method, calibrate on validation data and save a checkpoint."""
-    out = Path(cfg.output_dir)
-    splits = load_splits(cfg, log)
-    split = _shot_split(cfg, splits)
-    if cfg.data.train_roots:  # zero-shot: no target shots; validation still from its pool
-        split = ShotSplit(shots=[], val=split.shots + split.val, seed=split.seed, k=0)
-    device = resolve_device(cfg.train.device)
+def build_method(cfg: RunConfig, device: torch.device) -> AnomalyMethod:
+    """The backbone and the method on it, initialised from `train.seed`."""
     backbone = load_backbone(cfg.backbone, device)
     torch.manual_seed(cfg.train.seed)
     method = create_method(cfg.method, backbone, cfg.method_args).to(device)
     if cfg.train.compile:
         backbone.compile_blocks()
-    method.class_name = _class_name(splits)
-    size = backbone.image_size
-    supports = _training_supports(cfg, split, size)
-    method.support = None if cfg.data.train_roots else supports[0]
-    log(
-        f"{cfg.method} on {splits.name}: {_describe(cfg, supports, split)}, "
-        f"{len(splits.test)} test images; backbone {cfg.backbone.model} "
-        f"({cfg.backbone.pretrained or 'random-init'}) at {size}px on {device}"
+    return method
+
+
+def train_run(
+    cfg: RunConfig,
+    progress: bool = True,
+    log: Log = tqdm.write,
+    eval_before: bool = False,
+    overwrite: bool = False,
+) -> TrainArtifacts:
+    """prepare -> fit -> calibrate -> save: sample shots, train, calibrate on validation data
+    and write the run folder (replacing an old one only with `overwrite`, and only at the end)."""
+    cfg = copy.deepcopy(cfg)  # the saved run fills in defaults; the caller's object stays
+    run = prepare_run(cfg, overwrite, log)
+    device = resolve_device(cfg.train.device)
+    method = build_method(cfg, device)
+    size = method.backbone.image_size
+    supports = _training_supports(cfg, run.split, size)
+    validation = load_support(run.split.val, size)
+    method.setup(
+        supports,
+        run.class_name,
+        validation,
+        target=None if cfg.data.train_roots else supports[0],
     )
+    log(describe_run(cfg, run, supports, size, device))
     train_set = method.train_dataset(supports, seed=cfg.train.seed)
-    val_items = method.validation_items(load_support(split.val, size), seed=cfg.train.seed)
-    epochs = cfg.train.epochs or method.cfg.epochs
-    if not method.trainable_parameters():  # training-free (memory bank, WinCLIP)
-        epochs = 0
-    batch = cfg.train.batch_size or method.cfg.batch_size or max(1, len(train_set))  # 0: all
-    test_set = SampleDataset(splits.test, size)
+    val_items = method.validation_items(validation, seed=cfg.train.seed)
+    epochs, batch = resolve_schedule(cfg, method, len(train_set))
+    test_set = SampleDataset(run.splits.test, size)
 
     def test_eval() -> EvalResult:
         return evaluate_dataset(
@@ -170,46 +240,46 @@ def train_run(
         method.prepare()
     before = test_eval() if eval_before else None
     result = fit(
-        method,
-        train_set,
-        val_items,
-        cfg.train,
-        epochs,
-        batch,
-        device,
-        test_eval=test_eval,
-        progress=progress,
-        log=log,
+        method, train_set, val_items, cfg.train, epochs, batch, device, test_eval, progress, log
     )
+    calibration = calibrate(method, val_items, batch, device, cfg.train.target_fpr, cfg.train.amp)
     info = CheckpointInfo(
         run=cfg,
-        calibration=calibrate(
-            method, val_items, batch, device, cfg.train.target_fpr, cfg.train.amp
-        ),
-        shots=[str(s.image.relative_to(splits.root)) for s in split.shots],
-        class_name=method.class_name,
+        calibration=calibration,
+        shots=[str(s.image.relative_to(run.splits.root)) for s in run.split.shots],
+        class_name=run.class_name,
         fit={
             "epochs": epochs,
+            "batch_size": batch,
             "best_epoch": result.best_epoch,
             "selected_by": result.selected_by,
             "seconds": round(result.seconds, 2),
+            "k": run.split.k,
+            "k_abnormal": sum(s.label == 1 for s in run.split.shots),
+            "n_val": len(run.split.val),
         },
     )
-    out.mkdir(parents=True, exist_ok=True)
-    write_shot_list(out / "shots.yaml", split, splits.root)
-    save_checkpoint(out, method, info)
-    (out / "history.json").write_text(json.dumps(result.history, indent=1))
-    return TrainArtifacts(method, info, splits, result, out, before)
+    save_run(run, method, info, result)
+    return TrainArtifacts(method, info, run.splits, result, run.output_dir, before)
 
 
-def _describe(cfg: RunConfig, supports: list[SupportSet], split: ShotSplit) -> str:
-    if cfg.data.train_roots:
-        names = ", ".join(f"{s.clsname} ({len(s)})" for s in supports)
-        return f"zero-shot, trained on {names}, {len(split.val)} validation"
-    n_abn = sum(supports[0].labels)
-    return (
-        f"k={len(supports[0]) - n_abn} normal + {n_abn} abnormal shots, {len(split.val)} validation"
-    )
+def resolve_schedule(cfg: RunConfig, method: AnomalyMethod, n_items: int) -> tuple[int, int]:
+    """(epochs, batch size): the run's, else the method's; training-free methods get 0 epochs
+    and a method batch size of 0 means all items in one batch."""
+    epochs = cfg.train.epochs or method.cfg.epochs
+    if not method.trainable_parameters():
+        epochs = 0
+    batch = cfg.train.batch_size or method.cfg.batch_size or max(1, n_items)
+    return epochs, batch
+
+
+def save_run(run: PreparedRun, method: AnomalyMethod, info: CheckpointInfo, fit: FitResult) -> None:
+    """Write the checkpoint, shot list and history into a new folder that then replaces
+    `run.output_dir` whole (see engine.outputs.staged_dir)."""
+    with staged_dir(run.output_dir) as stage:
+        write_shot_list(stage / "shots.yaml", run.split, run.splits.root)
+        save_checkpoint(stage, method, info)
+        write_json(stage / "history.json", fit.history)
 
 
 def calibrate(
@@ -220,12 +290,15 @@ def calibrate(
     target_fpr: float,
     amp: bool = True,
 ) -> Calibration:
-    """Threshold at `target_fpr` on validation normals; heatmap scale from validation maps."""
+    """Threshold at `target_fpr` on validation normals; heatmap scale from validation maps.
+
+    Without validation normals (an explicit `train.allow_uncalibrated`) no threshold is set."""
     if not val_items:
         return Calibration(target_fpr=target_fpr)
     res = evaluate_items(method, val_items, batch, device, amp)
     lo, hi = map_range(res.maps)
-    threshold = calibrate_threshold(res.scores[res.labels == 0], target_fpr)
+    normals = res.scores[res.labels == 0]
+    threshold = calibrate_threshold(normals, target_fpr) if normals.size else None
     return Calibration(threshold=threshold, target_fpr=target_fpr, map_min=lo, map_max=hi)
 
 
@@ -237,125 +310,36 @@ def eval_run(
     batch_size: int | None = None,
     progress: bool = True,
     label: str = "",
+    overwrite: bool = False,
 ) -> tuple[EvalResult, Path]:
     """Evaluate a checkpoint on a dataset's test split (default: the dataset it was trained on)."""
+    if batch_size is not None:
+        coerce(int, batch_size, "--batch-size")
+        if batch_size < 1:
+            raise AnomedError(f"--batch-size {batch_size}: must be at least 1")
     dev = resolve_device(device)
     method, info = load_checkpoint(checkpoint, dev)
     if data_root is None:  # the training dataset: the same images held out of test as in training
         splits = load_splits(info.run, log=lambda _: None)
     else:
         splits = load_dataset(data_root, "auto")
+        method.set_class_name(class_name_of(splits, info.run.data.class_name))
     out = Path(output_dir or Path(checkpoint) / "eval" / splits.name)
-    if data_root is not None:  # another dataset: its own class/organ word
-        method.class_name = _class_name(splits)
+    out = check_output_dir(out, overwrite, inputs=[splits.root])
     dataset = SampleDataset(splits.test, method.backbone.image_size)
-    batch = batch_size or info.run.train.batch_size or method.cfg.batch_size or 16
+    batch = batch_size or info.fit.get("batch_size") or method.cfg.batch_size or 16
+    import time
+
     start = time.perf_counter()
     result = evaluate_dataset(
-        method,
-        dataset,
-        batch,
-        dev,
-        info.run.train.amp,
-        progress=progress,
-        desc=f"eval {splits.name}",
+        method, dataset, batch, dev, info.run.train.amp, progress=progress, desc="eval"
     )
     seconds = time.perf_counter() - start
-    write_eval_report(out, result, splits, info, label or describe_backbone(info), seconds)
+    with staged_dir(out) as stage:
+        write_eval_report(stage, result, splits, info, label, seconds)
     return result, out
 
 
-def describe_backbone(info: CheckpointInfo) -> str:
-    bb = info.run.backbone
-    weights = bb.pretrained or "random-init backbone"
-    label = f"{info.run.method} / {bb.model} ({weights})"
-    if info.fit.get("selected_by") == "test-leak":
-        label += " [epoch picked on the test set: leaks test labels]"
-    return label
-
-
-def write_eval_report(
-    out: Path,
-    result: EvalResult,
-    splits: DatasetSplits,
-    info: CheckpointInfo,
-    label: str,
-    seconds: float = 0.0,
-) -> None:
-    """metrics.json, metrics.md, scores.csv, heatmaps.png and roc.png in `out`."""
-    out.mkdir(parents=True, exist_ok=True)
-    cal = info.calibration
-    decisions = result.scores > cal.threshold
-    payload = {
-        **result.metrics,
-        "dataset": splits.name,
-        "label": label,
-        "n_test": int(len(result.labels)),
-        "threshold": cal.threshold,
-        "accuracy_at_threshold": float(np.mean(decisions == (result.labels == 1))),
-        **decision_metrics(result.labels, result.scores, cal.threshold, "calibrated"),
-        **decision_metrics(result.labels, result.scores, 0.5, "0.5"),
-        "seconds": round(seconds, 2),
-        "method": info.run.method,
-        "backbone": {"model": info.run.backbone.model, "pretrained": info.run.backbone.pretrained},
-        "k": len(info.shots),
-        "seed": info.run.data.seed,
-        "selected_by": info.fit.get("selected_by"),
-    }
-    (out / "metrics.json").write_text(json.dumps(payload, indent=1))
-    rows = {label: result.metrics}
-    if not info.run.data.train_roots:
-        rows.update(published_rows(info.run.method, info.run.data.k, info.class_name))
-    decisions_line = (
-        f"\nDecisions at the calibrated threshold {cal.threshold:.4f} (validation normals, "
-        f"FPR {cal.target_fpr}): accuracy {payload['acc_calibrated']:.3f}, F1 "
-        f"{payload['f1_calibrated']:.3f}; at 0.5 (the papers'): accuracy {payload['acc_0.5']:.3f},"
-        f" F1 {payload['f1_0.5']:.3f}.\n"
-    )
-    (out / "metrics.md").write_text(format_metrics_table(rows) + "\n" + decisions_line)
-    rows = ["file,label,score,decision"]
-    for s, y, score, d in zip(splits.test, result.labels, result.scores, decisions, strict=True):
-        rows.append(f"{s.image.relative_to(splits.root)},{y},{score:.6f},{int(d)}")
-    (out / "scores.csv").write_text("\n".join(rows) + "\n")
-    save_roc_curve(out / "roc.png", result.labels, result.scores, title=f"{splits.name}: {label}")
-    pick = _grid_picks(result.labels, result.scores)
-    images = [load_sample(splits.test[i], result.maps.shape[-1])[0] for i in pick]
-    save_heatmap_grid(
-        out / "heatmaps.png",
-        images,
-        [result.maps[i].astype(np.float32) for i in pick],
-        masks=[result.masks[i] if result.has_mask[i] else None for i in pick],
-        scores=[float(result.scores[i]) for i in pick],
-        labels=[int(result.labels[i]) for i in pick],
-        vmin=cal.map_min,
-        vmax=cal.map_max,
-    )
-
-
-def decision_metrics(
-    labels: np.ndarray, scores: np.ndarray, threshold: float, name: str
-) -> dict[str, float]:
-    """Accuracy and F1 of the yes/no decisions `score > threshold`."""
-    from sklearn.metrics import f1_score
-
-    predicted = scores > threshold
-    truth = labels == 1
-    return {
-        f"acc_{name}": float(np.mean(predicted == truth)),
-        f"f1_{name}": float(f1_score(truth, predicted, zero_division=0.0)),
-    }
-
-
-def _grid_picks(labels: np.ndarray, scores: np.ndarray, n: int = 8) -> list[int]:
-    """Up to n/2 abnormal and n/2 normal test images, evenly spread over the score order."""
-    picks: list[int] = []
-    for cls in (1, 0):
-        idx = np.flatnonzero(labels == cls)
-        idx = idx[np.argsort(scores[idx])]
-        take = np.linspace(0, len(idx) - 1, num=min(n // 2, len(idx))).round().astype(int)
-        picks += idx[take].tolist() if len(idx) else []
-    return picks
-
-
-def save_run_config(cfg: RunConfig, path: Path) -> None:
-    save_yaml(path, cfg)
+def history(run_dir: str | Path) -> list[dict]:
+    """The per-epoch log of a saved run."""
+    return json.loads((Path(run_dir) / "history.json").read_text())

@@ -164,7 +164,7 @@ def adaptation_time(
     """
     size, labelled = method.backbone.image_size, not method.normal_only
     support = _random_support(cfg.k, size, labelled=labelled)
-    method.support, method.class_name = support, support.clsname
+    method.setup([support], support.clsname, target=support)
     epochs = cfg.epochs or method.cfg.epochs
     batch = cfg.adapt_batch_size or method.cfg.batch_size or 2 * cfg.k
     train_cfg = TrainConfig(
@@ -237,7 +237,8 @@ def run_speed(cfg: SpeedConfig, output: str | Path | None = None) -> dict:
         backbone.compile_blocks()
     method = create_method(cfg.method, backbone).to(device)
     if not method.trainable_parameters():
-        method.support = _random_support(cfg.k, backbone.image_size, labelled=False)
+        support = _random_support(cfg.k, backbone.image_size, labelled=False)
+        method.setup([support], support.clsname, target=support)
         method.prepare()  # training-free methods score against the support set
     report = {
         "method": cfg.method,

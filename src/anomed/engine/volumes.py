@@ -6,18 +6,19 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
 from PIL import Image
 
 from anomed.data.datasets import resize_image
-from anomed.data.phantom import write_atomically
-from anomed.data.phantom3d import SEQUENCES, VolumeCase, load_phantom_cases
+from anomed.data.phantoms.brain import write_atomically
+from anomed.data.phantoms.heads import SEQUENCES, VolumeCase, load_phantom_cases
 from anomed.data.volumes import (
     VIEWS,
     nonempty_slices,
@@ -28,10 +29,10 @@ from anomed.data.volumes import (
     stack_slices,
     write_nifti,
 )
-from anomed.engine.checkpoint import CheckpointInfo
-from anomed.engine.device import autocast
 from anomed.errors import AnomedError
-from anomed.methods.base import AnomalyMethod
+
+if TYPE_CHECKING:
+    from anomed.engine.detector import Detector
 
 
 def split_cases(cases: list[VolumeCase], train_fraction: float = 0.5) -> tuple[list, list]:
@@ -107,7 +108,9 @@ def cross_protocol(
     """Evaluate one checkpoint on every sequence x view of the test cases; print the tables."""
     from anomed.engine.run import eval_run
 
-    evaluate = evaluate or (lambda ck, data, out: eval_run(ck, data, out, progress=False)[0])
+    evaluate = evaluate or (
+        lambda ck, data, out: eval_run(ck, data, out, progress=False, overwrite=True)[0]
+    )
     output = Path(output)
     results: dict[str, dict[str, dict]] = {}
     for seq in sequences:
@@ -145,50 +148,58 @@ def protocol_table(results: dict[str, dict[str, dict]], key: str) -> str:
 class VolumePrediction:
     path: Path
     score: float
-    decision: str
+    decision: str | None  # None: the checkpoint has no threshold
     map_path: Path
     csv_path: Path
+    slice_scores: dict[int, float]  # non-empty slice index -> score
 
 
-@torch.no_grad()
 def predict_volume(
-    method: AnomalyMethod,
-    info: CheckpointInfo,
+    detector: Detector,
     path: str | Path,
     output: Path,
     view: str = "axial",
-    batch_size: int = 16,
     volume_score: str = "max",
 ) -> VolumePrediction:
-    """Score every non-empty slice of a volume; write the 3D map (input grid) and a slice CSV."""
+    """Score every non-empty slice of a volume; write the 3D map (input grid) and a slice CSV.
+
+    A volume with no non-empty slice or a non-finite slice score is an AnomedError (the caller
+    reports it as that input's error)."""
     volume = normalize_volume(read_volume(path))
     slices = slice_volume(volume.data, view)  # (S, H, W)
     keep = np.flatnonzero(nonempty_slices(volume.data, view))
+    if keep.size == 0:
+        raise AnomedError(
+            f"{path}: every {view} slice is empty (constant volume); nothing to score"
+        )
     maps = np.zeros(slices.shape, np.float32)
     scores = np.full(len(slices), np.nan, np.float32)
-    size, device = method.backbone.image_size, next(method.parameters()).device
-    for start in range(0, len(keep), batch_size):
-        idx = keep[start : start + batch_size]
+    size = detector.image_size
+    for start in range(0, len(keep), detector.batch_size):
+        idx = keep[start : start + detector.batch_size]
         batch = np.stack([resize_image(np.repeat(slices[i][..., None], 3, -1), size) for i in idx])
-        with autocast(device, info.run.train.amp):
-            out = method(torch.from_numpy(batch.transpose(0, 3, 1, 2)).float().to(device))
+        batch_scores, batch_maps = detector.score_batch(batch)
         for j, i in enumerate(idx):
-            amap = out.anomaly_map[j].float().cpu().numpy()
-            maps[i] = cv2.resize(amap, slices.shape[:0:-1], interpolation=cv2.INTER_LINEAR)
-            scores[i] = float(out.image_score[j])
+            maps[i] = cv2.resize(batch_maps[j], slices.shape[:0:-1], interpolation=cv2.INTER_LINEAR)
+            scores[i] = batch_scores[j]
     valid = scores[keep]
+    if not np.isfinite(valid).all() or not np.isfinite(maps).all():
+        raise AnomedError(f"{path}: the model produced non-finite (NaN/Inf) slice scores or maps")
     score = float(valid.max() if volume_score == "max" else np.sort(valid)[-3:].mean())
     name = Path(str(path).rstrip("/")).name.replace(".nii.gz", "").replace(".nii", "")
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "volume"
     output.mkdir(parents=True, exist_ok=True)
-    map_path = write_nifti(
-        output / f"{name}_anomaly.nii.gz", stack_slices(maps, view, volume.data.shape), volume
-    )
-    csv_path = output / f"{name}_slices.csv"
+    map_path, n = output / f"{name}_anomaly.nii.gz", 1
+    while map_path.exists():
+        map_path, n = output / f"{name}_{n}_anomaly.nii.gz", n + 1
+    map_path = write_nifti(map_path, stack_slices(maps, view, volume.data.shape), volume)
+    csv_path = map_path.with_name(map_path.name.replace("_anomaly.nii.gz", "_slices.csv"))
     with open(csv_path, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["slice", "view", "score", "decision"])
         for i in keep:
-            decision = "abnormal" if scores[i] > info.calibration.threshold else "normal"
-            writer.writerow([int(i), view, f"{scores[i]:.6f}", decision])
-    decision = "abnormal" if score > info.calibration.threshold else "normal"
-    return VolumePrediction(Path(path), score, decision, map_path, csv_path)
+            writer.writerow([int(i), view, f"{scores[i]:.6f}", detector.decide(float(scores[i]))])
+    slice_scores = {int(i): float(scores[i]) for i in keep}
+    return VolumePrediction(
+        Path(path), score, detector.decide(score), map_path, csv_path, slice_scores
+    )

@@ -54,6 +54,10 @@ class AnomalyMethod(nn.Module):
     # Trainable parts read only frozen features (side adapters): the engine may compute those
     # once per training image and skip the backbone in later epochs (see engine.cache).
     cacheable: ClassVar[bool] = False
+    # Image scores are probabilities in [0, 1] (so the papers' 0.5 rule means something).
+    probability_scores: ClassVar[bool] = False
+    # Needs at least one few-shot image of the target (False: works zero-shot from text alone).
+    needs_shots: ClassVar[bool] = True
 
     def __init__(self, backbone: FrozenCLIP, cfg: MethodConfig) -> None:
         super().__init__()
@@ -61,6 +65,24 @@ class AnomalyMethod(nn.Module):
         self.cfg = cfg
         self.class_name = ""  # the target dataset's class/organ name (prompts may use it)
         self.support: SupportSet | None = None  # the few-shot support set, if any
+
+    # ---- lifecycle ----------------------------------------------------------------------
+    def setup(
+        self,
+        supports: Sequence[SupportSet],
+        class_name: str,
+        validation: SupportSet | None = None,
+        target: SupportSet | None = None,
+    ) -> None:
+        """Called once by the engine before training: the training sets (one per dataset), the
+        target's class/organ word, its validation set, and its own few-shot set (None in the
+        zero-shot protocol), which methods with a memory bank of normals keep."""
+        self.class_name = class_name
+        self.support = target
+
+    def set_class_name(self, class_name: str) -> None:
+        """Point the prompts at another dataset's class/organ word (cross-dataset evaluation)."""
+        self.class_name = class_name
 
     # ---- data ---------------------------------------------------------------------------
     def train_dataset(self, supports: Sequence[SupportSet], seed: int) -> Dataset:

@@ -53,6 +53,7 @@ class CondPrompt(SynthesisMethod):
     config_class = CondPromptConfig
     normal_only = True
     cacheable = True
+    probability_scores = True  # (M + 2) / 4 in [0, 1]
 
     def __init__(self, backbone, cfg: CondPromptConfig) -> None:
         super().__init__(backbone, cfg)

@@ -47,6 +47,7 @@ class MediCLIP(SynthesisMethod):
     config_class = MediCLIPConfig
     normal_only = True
     cacheable = True
+    probability_scores = True  # max of a softmax map
 
     def __init__(self, backbone, cfg: MediCLIPConfig) -> None:
         super().__init__(backbone, cfg)

@@ -113,6 +113,7 @@ class PPAD(AnomalyMethod):
     name = "ppad"
     config_class = PPADConfig
     normal_only = True
+    probability_scores = True  # softmax probability of the abnormal class
 
     def __init__(self, backbone, cfg: PPADConfig) -> None:
         super().__init__(backbone, cfg)

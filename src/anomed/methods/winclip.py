@@ -50,6 +50,8 @@ class WinCLIP(AnomalyMethod):
     name = "winclip"
     config_class = WinCLIPConfig
     normal_only = True
+    probability_scores = True  # harmonic means of class probabilities
+    needs_shots = False  # zero-shot: text prompts only
     few_shot_default = False
 
     def __init__(self, backbone, cfg: WinCLIPConfig) -> None:
@@ -135,3 +137,4 @@ class WinCLIPPlus(WinCLIP):
 
     name = "winclip+"
     few_shot_default = True
+    needs_shots = True

@@ -101,15 +101,24 @@ def common_limits(maps: Sequence[np.ndarray]) -> tuple[float, float]:
     return float(lo), float(max(hi, lo + 1e-12))
 
 
-def _cell_title(score: float | None, label: int | str | None) -> str:
-    parts = [] if score is None else [f"score {score:.3f}"]
+def _cell_title(
+    score: float | None,
+    label: int | str | None,
+    decision: str | None = None,
+    name: str | None = None,
+) -> str:
+    """Two short lines: the file name, then score, model decision and ground truth apart."""
+    parts = [] if score is None else [f"score {score:.3g}"]
+    if decision is not None:
+        parts.append(f"model: {decision}")
     if label is not None:
-        parts.append({0: "normal", 1: "abnormal"}.get(label, str(label)))
-    return " | ".join(parts)
+        parts.append(f"truth: { ({0: 'normal', 1: 'abnormal'}.get(label, str(label))) }")
+    top = "" if name is None else (name if len(name) <= 28 else name[:12] + "..." + name[-13:])
+    return "\n".join(p for p in (top, " | ".join(parts)) if p)
 
 
-def _draw_cells(axes, images, maps, masks, scores, labels, limits, cmap) -> None:
-    """One overlay per axis, titled with its score and label; spare axes stay blank."""
+def _draw_cells(axes, images, maps, masks, titles, limits, cmap) -> None:
+    """One overlay per axis with its title; spare axes stay blank."""
     for i, ax in enumerate(axes):
         ax.set_axis_off()
         if i >= len(images):
@@ -118,8 +127,7 @@ def _draw_cells(axes, images, maps, masks, scores, labels, limits, cmap) -> None
         if masks is not None and masks[i] is not None:
             cell = mask_contour(cell, masks[i])
         ax.imshow(cell)
-        score = None if scores is None else float(scores[i])
-        ax.set_title(_cell_title(score, None if labels is None else labels[i]), fontsize=9)
+        ax.set_title(titles[i], fontsize=7)
 
 
 def save_heatmap_grid(
@@ -129,15 +137,18 @@ def save_heatmap_grid(
     masks: Sequence[np.ndarray | None] | None = None,
     scores: Sequence[float] | None = None,
     labels: Sequence[int | str] | None = None,
+    decisions: Sequence[str | None] | None = None,
+    names: Sequence[str] | None = None,
     ncols: int = 4,
     vmin: float | None = None,
     vmax: float | None = None,
     cmap: str = "jet",
 ) -> Path:
-    """Write a PNG grid of overlays titled with score and label, one colour scale for all.
+    """Write a PNG grid of overlays, one colour scale for all; each cell titled with its file
+    name, score, the model's decision and the ground truth (labelled apart).
 
     vmin / vmax default to the 1st / 99th percentiles of all maps; the figure states the scale
-    and shows it as a colour bar. Ground-truth outlines are drawn in green."""
+    and shows it as a colour bar. Ground-truth outlines are drawn in green where masks exist."""
     if len(images) != len(maps) or len(images) == 0:
         raise ValueError(f"need one map per image and >= 1 image, got {len(images)}, {len(maps)}")
     note = ""
@@ -150,11 +161,81 @@ def save_heatmap_grid(
     fig = Figure(figsize=(2.6 * ncols + 0.8, 2.8 * nrows + 0.6), dpi=100)
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    _draw_cells(axes, images, maps, masks, scores, labels, (vmin, vmax), cmap)
+    titles = [
+        _cell_title(
+            None if scores is None else float(scores[i]),
+            None if labels is None else labels[i],
+            None if decisions is None else decisions[i],
+            None if names is None else names[i],
+        )
+        for i in range(len(images))
+    ]
+    _draw_cells(axes, images, maps, masks, titles, (vmin, vmax), cmap)
     fig.colorbar(ScalarMappable(Normalize(vmin, vmax), cmap), ax=list(axes), fraction=0.03)
-    outline = "; green outline: ground truth" if masks is not None else ""
+    has_outline = masks is not None and any(m is not None and np.any(m) for m in masks)
+    outline = "; green outline: ground-truth mask" if has_outline else ""
     fig.suptitle(f"one colour scale for all cells: [{vmin:.3g}, {vmax:.3g}]{note}{outline}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
+    return path
+
+
+MAX_OVERLAY_SIDE = 1024  # prediction pictures are drawn at most this large (bounded memory)
+
+
+def _fit(image: np.ndarray, max_side: int) -> np.ndarray:
+    """Shrink (H, W[, 3]) so its longer side is at most `max_side` (area filter)."""
+    h, w = image.shape[:2]
+    scale = max_side / max(h, w)
+    if scale >= 1:
+        return image
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def _colour_bar(height: int, vmin: float, vmax: float, cmap: str, width: int = 18) -> np.ndarray:
+    """A vertical colour bar (H, width + labels, 3) uint8 with its limits written beside it."""
+    ramp = np.linspace(1, 0, height)[:, None].repeat(width, 1)
+    bar = np.round(matplotlib.colormaps[cmap](ramp)[..., :3] * 255).astype(np.uint8)
+    panel = np.full((height, width + 64, 3), 255, np.uint8)
+    panel[:, :width] = bar
+    for text, y in ((f"{vmax:.3g}", 12), (f"{vmin:.3g}", height - 4)):
+        cv2.putText(panel, text, (width + 3, y), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+    return panel
+
+
+def save_prediction_png(
+    path: str | Path,
+    image: np.ndarray,
+    amap: np.ndarray,
+    score: float,
+    decision: str | None,
+    threshold: float | None,
+    limits: tuple[float | None, float | None] = (None, None),
+    cmap: str = "jet",
+    max_side: int = MAX_OVERLAY_SIDE,
+) -> Path:
+    """The original and its heatmap overlay side by side, a colour bar and a header with the
+    score, the decision and the threshold; drawn at most `max_side` pixels per panel."""
+    rgb = _fit(_as_rgb(image), max_side)
+    amap = np.asarray(amap, dtype=np.float32)
+    vmin, vmax = limits
+    if vmin is None or vmax is None:
+        vmin, vmax = float(amap.min()), float(max(amap.max(), amap.min() + 1e-6))
+    over = heatmap_overlay(rgb, amap, vmin, vmax, cmap=cmap)
+    original = np.round(rgb * 255).astype(np.uint8)
+    gap = np.full((rgb.shape[0], 6, 3), 255, np.uint8)
+    body = np.concatenate(
+        [original, gap, over, gap, _colour_bar(rgb.shape[0], vmin, vmax, cmap)], 1
+    )
+    header = np.full((26, body.shape[1], 3), 255, np.uint8)
+    verdict = decision or "no threshold"
+    thr = "" if threshold is None else f" (threshold {threshold:.4g})"
+    text = f"score {score:.4g} -> {verdict}{thr}"
+    colour = (200, 0, 0) if decision == "abnormal" else (0, 0, 0)
+    cv2.putText(header, text, (4, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1, cv2.LINE_AA)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate([header, body], 0)).save(path)
     return path

@@ -2,7 +2,7 @@
 
 They let the zero-shot leave-one-dataset-out protocol run without real data:
 
-- Brain_AD: the brain-slice phantom of `anomed.data.phantom` (tumour, cyst or mass);
+- Brain_AD: the brain-slice phantom of `anomed.data.phantoms.brain` (tumour, cyst or mass);
 - Liver_AD: a CT-like abdominal slice; hypodense tumours or cysts inside the liver;
 - Retina_RESC_AD: an OCT-like B-scan; subretinal fluid, intraretinal cysts or drusen;
 - Chest_AD (image-level only, no masks): a chest-film-like image; a nodule or a consolidation.
@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from anomed.data.phantom import (
+from anomed.data.phantoms.brain import (
     LESION_KINDS,
     make_abnormal_slice,
     make_brain_slice,
@@ -79,7 +79,7 @@ def _inside_point(rng: np.random.Generator, region: np.ndarray, radius_px: float
 
 
 def brain(rng: np.random.Generator, size: int, abnormal: bool) -> Generated:
-    """The T2-like brain slice of `anomed.data.phantom`, with a tumour, cyst or mass."""
+    """The T2-like brain slice of `anomed.data.phantoms.brain`, with a tumour, cyst or mass."""
     if not abnormal:
         image, organ = make_brain_slice(rng, size)
         return image, np.zeros((size, size), bool), organ

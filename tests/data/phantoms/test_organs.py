@@ -6,7 +6,7 @@ from PIL import Image
 
 from anomed.data.bmad import list_bmad_datasets, read_bmad
 from anomed.data.layouts import load_dataset
-from anomed.data.phantom_organs import ORGANS, write_bmad_phantoms
+from anomed.data.phantoms.organs import ORGANS, write_bmad_phantoms
 from anomed.errors import AnomedError
 
 SMALL = dict(n_valid=(2, 3), n_test=(2, 2), size=64)

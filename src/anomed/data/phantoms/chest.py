@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from anomed.data.phantom import write_atomically
+from anomed.data.phantoms.brain import write_atomically
 from anomed.data.sample import ABNORMAL, NORMAL, DatasetSplits, Sample
 from anomed.errors import AnomedError
 
@@ -512,7 +512,7 @@ def _check(n_train, n_normal, n_abnormal, size, seed, layout, kinds) -> None:
 def _readme(layout: str, seed: int, size: int, counts: tuple[int, int, int], kinds) -> str:
     return (
         "anomed synthetic chest-film phantom dataset (not patient data), written by\n"
-        f"anomed.data.phantom_chest.write_chest_phantoms (layout {layout}, seed {seed}, size "
+        f"anomed.data.phantoms.chest.write_chest_phantoms (layout {layout}, seed {seed}, size "
         f"{size}).\n{counts[0]} normal training films; {counts[1]} normal and {counts[2]} abnormal "
         f"test films, one lesion each, kinds cycled: {', '.join(kinds)}.\n"
         + _LAYOUT_FILES[layout]

@@ -24,7 +24,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 from scipy import ndimage
 
-from anomed.data.phantom import write_atomically
+from anomed.data.phantoms.brain import write_atomically
 from anomed.data.sample import ABNORMAL, NORMAL
 from anomed.errors import AnomedError
 

@@ -398,7 +398,7 @@ def _save_png(path: Path, image: np.ndarray) -> None:
 def _readme(cfg: PhantomConfig) -> str:
     return (
         "anomed synthetic brain-slice phantom dataset (not patient data)\n"
-        "Written by anomed.data.phantom.write_phantom_dataset.\n"
+        "Written by anomed.data.phantoms.brain.write_phantom_dataset.\n"
         f"seed: {cfg.seed}\nimage_size: {cfg.image_size}\n"
         f"train/normal: {cfg.n_train} normal slices (the k-shot training pool)\n"
         f"test/normal: {cfg.n_test_normal} normal slices\n"

@@ -11,7 +11,7 @@ from scipy import ndimage
 
 from anomed.data.cxr import read_cxr_json
 from anomed.data.layouts import load_dataset
-from anomed.data.phantom_chest import (
+from anomed.data.phantoms.chest import (
     LESION_KINDS,
     lung_zones,
     make_abnormal_chest_film,

@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-import anomed.data.phantom as phantom
-from anomed.data.phantom import (
+import anomed.data.phantoms.brain as phantom
+from anomed.data.phantoms.brain import (
     LESION_KINDS,
     PhantomConfig,
     make_abnormal_slice,

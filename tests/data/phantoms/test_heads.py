@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from anomed.data.phantom3d import (
+from anomed.data.phantoms.heads import (
     CSF,
     ENHANCING,
     EYE,
