@@ -24,7 +24,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="dataset root (any layout: see --layout)")
     p.add_argument(
         "--layout",
-        help="dataset layout: auto (default: detected), folder, samples-json, bmad, cxr-json",
+        help="dataset layout: auto (default: detected), folder, samples-json, bmad, data-json",
     )
     p.add_argument("--class-name", help="organ/class word for the prompts (default: the dataset's)")
     p.add_argument("--k", type=int, help="normal shots (default 16)")
@@ -107,6 +107,8 @@ def build_run_config(args: argparse.Namespace):
     method option validated before any data are read)."""
     from anomed.config import RunConfig, apply_overrides, from_dict, load_yaml, set_dotted
 
+    if getattr(args, "output", None) == "":
+        raise AnomedError("--output '': an empty path. Fix: name a folder, or leave -o out.")
     data = load_yaml(args.config) if args.config else {}
     for flag, key in _FLAG_KEYS.items():
         value = getattr(args, flag, None)
@@ -166,7 +168,19 @@ def _print_eval(result, out: Path) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    _print_eval(*_eval(Path(args.checkpoint), args.data, args.output, args, args.overwrite))
+    from anomed.engine.run import eval_run
+
+    result = eval_run(
+        Path(args.checkpoint),
+        args.data,
+        args.output,
+        device=args.device or "auto",
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+        overwrite=args.overwrite,
+        class_name=args.class_name or "",
+    )
+    _print_eval(*result)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -222,7 +236,7 @@ def cmd_bench_speed(args: argparse.Namespace) -> None:
     print(report["summary"])
     for part, ops in report.get("profile", {}).items():
         print(f"{part} top ops: " + ", ".join(f"{o['op']} {o['share']:.0%}" for o in ops[:6]))
-    print(f"full report: {args.output}")
+    print(f"full report: {Path(args.output) / 'speed.json'}")
 
 
 def cmd_bench_run(args: argparse.Namespace) -> None:
@@ -245,6 +259,9 @@ def cmd_bench_run(args: argparse.Namespace) -> None:
             "image_size": args.image_size,
             "model": args.model,
             "pretrained": args.pretrained,
+            "preset": args.preset,
+            "batch_size": args.batch_size,
+            "abnormal_from_test": args.abnormal_from_test,
             "output": args.output,
         },
     )
@@ -323,6 +340,24 @@ def cmd_phantom_volumes(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_import(args: argparse.Namespace) -> None:
+    from anomed.data.importers import import_dataset
+    from anomed.data.layouts import load_dataset
+    from anomed.engine.reports import dataset_summary
+
+    summary = import_dataset(
+        args.source,
+        args.output,
+        args.kind,
+        train_fraction=args.train_fraction,
+        seed=args.seed,
+        normal=tuple(args.normal),
+        overwrite=args.overwrite,
+    )
+    print(summary.line())
+    print(dataset_summary(load_dataset(summary.output, "folder")))
+
+
 def cmd_volume_slices(args: argparse.Namespace) -> None:
     from anomed.engine.volumes import export_slices
 
@@ -354,12 +389,33 @@ def cmd_methods(args: argparse.Namespace) -> None:
         print(f"{name:12s} {doc.splitlines()[0] if doc else '(no description)'}")
 
 
+def _quiet_parent() -> argparse.ArgumentParser:
+    """`-q` accepted after any subcommand too (SUPPRESS keeps the top-level value otherwise)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--quiet", "-q", action="store_true", default=argparse.SUPPRESS, help="no progress bars"
+    )
+    return parent
+
+
+def _subparsers(parser: argparse.ArgumentParser, dest: str, metavar: str):
+    """A subparser group whose parsers all accept -q."""
+    group = parser.add_subparsers(dest=dest, required=True, metavar=metavar)
+    add = group.add_parser
+
+    def add_parser(name: str, **kwargs):
+        return add(name, parents=[_quiet_parent()], **kwargs)
+
+    group.add_parser = add_parser
+    return group
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="anomed", description="Few-/zero-shot medical image anomaly detection with CLIP."
     )
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = _subparsers(parser, "command", "COMMAND")
 
     p = sub.add_parser("train", help="train a detector on k shots and save a checkpoint")
     _add_run_options(p)
@@ -379,6 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="dataset root (default: the one it was trained on)")
     p.add_argument("--output", "-o", help="report folder (default CHECKPOINT/eval/DATASET)")
     p.add_argument("--overwrite", action="store_true", help="replace earlier reports there")
+    p.add_argument("--class-name", help="organ/class word for the prompts on --data")
     p.add_argument("--device", help="auto, cpu, cuda")
     p.add_argument("--batch-size", type=int)
     p.set_defaults(func=cmd_eval)
@@ -401,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("bench", help="benchmarks")
-    bench_sub = p.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
+    bench_sub = _subparsers(p, "bench_command", "BENCH")
     p = bench_sub.add_parser(
         "run",
         help="a grid of methods x datasets x k x seeds (resumable), "
@@ -416,6 +473,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int)
     p.add_argument("--model")
     p.add_argument("--pretrained")
+    p.add_argument("--preset", choices=["anomed", "reference", "paper"])
+    p.add_argument("--batch-size", type=int, help="override every method's batch size")
+    p.add_argument(
+        "--abnormal-from-test",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="supervised methods on normal-only pools: move seeded abnormal test images into "
+        "the pool for their shots (default on). Their test sets shrink: results.csv gives "
+        "n_test and the protocol per row, and the tables say so",
+    )
     p.add_argument("--output", "-o")
     p.set_defaults(func=cmd_bench_run)
 
@@ -448,11 +515,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--profile", action="store_true", help="add the top operators of inference and training"
     )
-    p.add_argument("--output", "-o", default="runs/bench/speed.json")
+    p.add_argument("--output", "-o", default="runs/bench/speed", help="folder for speed.json")
     p.set_defaults(func=cmd_bench_speed)
 
     p = sub.add_parser("data", help="dataset tools")
-    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="TOOL")
+    data_sub = _subparsers(p, "data_command", "TOOL")
     p = data_sub.add_parser("phantom", help="write the synthetic brain-slice phantom dataset")
     p.add_argument("--output", "-o", default="data/phantom", help="dataset folder to create")
     p.add_argument("--seed", type=int, default=0)
@@ -499,6 +566,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_phantom_volumes)
 
+    p = data_sub.add_parser(
+        "import",
+        help="arrange a raw dataset (class folders, or yes/ and no/ folders) in the folder layout",
+    )
+    p.add_argument("source", type=Path, help="the raw dataset's top folder")
+    p.add_argument(
+        "--from",
+        dest="kind",
+        choices=["class-folders", "yes-no"],
+        required=True,
+        help="class-folders: normal/, benign/, ... (images beside *_mask files, or in images/ + "
+        "mask(s)/); yes-no: yes/ (abnormal) and no/ (normal)",
+    )
+    p.add_argument("--output", "-o", required=True, help="dataset folder to create")
+    p.add_argument("--train-fraction", type=float, default=0.5, help="normals in the pool")
+    p.add_argument("--seed", type=int, default=0, help="seeds the train/test split of normals")
+    p.add_argument(
+        "--normal",
+        nargs="+",
+        default=[],
+        help="class folders holding normal images (default: normal, healthy, no, good, negative)",
+    )
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_import)
+
     p = data_sub.add_parser("volume-slices", help="slice volume cases into a 2D folder dataset")
     p.add_argument("--volumes", required=True, help="cases folder (cases.json)")
     p.add_argument("--sequence", default="t1", choices=["t1", "t1ce", "t2", "flair"])
@@ -529,10 +621,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """A user-facing warning as one line (no source file and line of anomed's code)."""
+    print(f"anomed: warning: {message}", file=file or sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     warnings.simplefilter("default", UserWarning)
+    warnings.showwarning = _show_warning
     try:
         code = args.func(args)
     except AnomedError as exc:

@@ -127,7 +127,7 @@ def test_paper_tables_cells_computed_by_hand(bench):
     tables = paper_tables(load_results(bench))
     assert set(tables) == {"image_auroc", "pixel_auroc"}
     image, pixel = tables["image_auroc"], tables["pixel_auroc"]
-    ours = "mediclip | ours (anomed-tiny, random-init)"
+    ours = "mediclip | ours (anomed-tiny, random-init, preset anomed)"
     assert _table_cell(image, ours, "brainmri k=4") == "65.0 ± 7.1 (n=2)"
     assert _table_cell(image, ours, "busi k=16") == "59.0 ± 1.4 (n=2)"
     assert _table_cell(image, "winclip", "busi k=16") == "60.0 ± 10.0"
@@ -207,7 +207,7 @@ def test_write_report_is_one_self_contained_page(bench):
 
 def test_report_escapes_labels_and_shows_heatmap_seed_zero_at_largest_k(bench):
     page = write_report(bench).read_text()
-    assert "mediclip — ours (anomed-tiny, random-init); busi, k=16, seed 0" in page
+    assert "mediclip — ours (anomed-tiny, random-init, preset anomed); busi, k=16, seed 0" in page
     rows = [_row("madclip", "busi", 4, 0, 0.5, variant="<b>x</b>")]
     _write_bench(bench.parent / "esc", rows)
     page = write_report(bench.parent / "esc").read_text()

@@ -1,6 +1,7 @@
 """Dataset layouts: turn a folder on disk into a `DatasetSplits` (training pool + test set).
 
-Two layouts are registered:
+Layouts are registered by name (`LAYOUTS`): samples-json, folder, bmad (data.bmad) and data-json
+(PPAD's chest X-ray data.json, data.cxr). The two described here:
 
 - ``samples-json`` (the MediCLIP benchmark split in ``../shared/data/mediclip/``)::
 
@@ -38,7 +39,7 @@ from anomed.registry import Registry
 LayoutReader = Callable[[Path], DatasetSplits]
 LAYOUTS: Registry[LayoutReader] = Registry("dataset layout")
 LAYOUTS.register("bmad")(read_bmad)
-LAYOUTS.register("cxr-json")(read_cxr_json)
+LAYOUTS.register("data-json")(read_cxr_json)
 
 _SPLITS = ("train", "test")
 _LABEL_WORDS = frozenset({"normal", "good", "healthy", "abnormal", "anomaly", "anomalous"})
@@ -50,8 +51,21 @@ def load_dataset(root: str | Path, layout: str = "auto") -> DatasetSplits:
     if not root.is_dir():
         raise AnomedError(f"{root}: dataset folder not found. Fix: check the --data path.")
     if layout == "auto":
-        layout = detect_layout(root)
-    return LAYOUTS.get(layout)(root)
+        return LAYOUTS.get(detect_layout(root))(root)
+    reader = LAYOUTS.get(layout)
+    try:
+        return reader(root)
+    except AnomedError as exc:
+        try:
+            found = detect_layout(root)
+        except AnomedError:
+            raise exc from None
+        if found == layout:
+            raise
+        raise AnomedError(
+            f"{root}: does not read as the {layout!r} layout ({exc}); it looks like the "
+            f"{found!r} layout. Fix: pass --layout {found} (or --layout auto)."
+        ) from None
 
 
 def detect_layout(root: Path) -> str:
@@ -63,7 +77,7 @@ def detect_layout(root: Path) -> str:
     if is_bmad_dataset(root):
         return "bmad"
     if is_cxr_json(root):
-        return "cxr-json"
+        return "data-json"
     if folder_marker.is_dir():
         return "folder"
     raise AnomedError(

@@ -34,11 +34,11 @@ from anomed.config import (
     to_dict,
 )
 from anomed.data.phantoms.brain import PhantomConfig, write_phantom_dataset
-from anomed.engine.outputs import write_json
 from anomed.engine.run import eval_run, train_run
 from anomed.errors import AnomedError
 from anomed.methods.base import METHODS
 from anomed.metrics import METRIC_KEYS
+from anomed.outputs import write_json
 
 RESULT_COLUMNS = [
     "method",

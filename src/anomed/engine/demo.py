@@ -12,9 +12,9 @@ from pathlib import Path
 
 from anomed.config import DataConfig, RunConfig, TrainConfig
 from anomed.data.phantoms.brain import PhantomConfig, write_phantom_dataset
-from anomed.engine.outputs import write_json, write_text
 from anomed.engine.run import eval_run, train_run
 from anomed.metrics import format_metrics_table
+from anomed.outputs import write_json, write_text
 
 DEMO_EPOCHS = 200  # the paper's schedule; about 1 minute of training on 2 CPU cores
 DEMO_K = 16

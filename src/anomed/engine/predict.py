@@ -3,7 +3,7 @@
 Each input stands alone: a file that cannot be read, a volume that fails, a NaN score becomes
 one error row and the run goes on. Rows are streamed to `predictions.csv` / `.jsonl` as they
 come (an interrupted run keeps what it scored); `predictions.json` is written at the end with
-the summary. The output folder is checked before any work (see engine.outputs).
+the summary. The output folder is checked before any work (see anomed.outputs).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from tqdm.auto import tqdm
 from anomed.data.io import is_image_file
 from anomed.data.volumes import find_volumes, is_volume_path
 from anomed.engine.detector import Detector, Prediction, load_detector
-from anomed.engine.outputs import check_output_dir, clear_dir, dumps_json, write_json
 from anomed.errors import AnomedError
+from anomed.outputs import check_output_dir, clear_dir, dumps_json, write_json
 from anomed.viz.overlay import save_prediction_png
 
 FIELDS = ["file", "status", "score", "threshold", "decision", "error", "overlay", "slices"]

@@ -18,9 +18,9 @@ from anomed.data.datasets import SupportSet, load_sample
 from anomed.data.sample import DatasetSplits
 from anomed.engine.checkpoint import CheckpointInfo
 from anomed.engine.evaluate import EvalResult
-from anomed.engine.outputs import write_json, write_text
 from anomed.methods.base import METHODS
 from anomed.metrics import format_metrics_table
+from anomed.outputs import write_json, write_text
 from anomed.published import published_rows
 from anomed.viz.overlay import save_heatmap_grid
 from anomed.viz.plots import save_roc_curve

@@ -39,11 +39,11 @@ from anomed.engine.evaluate import (
     evaluate_items,
     map_range,
 )
-from anomed.engine.outputs import check_output_dir, staged_dir, write_json
 from anomed.engine.reports import describe_run, write_eval_report
 from anomed.engine.train import FitResult, fit
 from anomed.errors import AnomedError
 from anomed.methods.base import METHODS, AnomalyMethod, create_method, method_config_dict
+from anomed.outputs import check_output_dir, staged_dir, write_json
 
 Log = Callable[[str], None]
 
@@ -275,7 +275,7 @@ def resolve_schedule(cfg: RunConfig, method: AnomalyMethod, n_items: int) -> tup
 
 def save_run(run: PreparedRun, method: AnomalyMethod, info: CheckpointInfo, fit: FitResult) -> None:
     """Write the checkpoint, shot list and history into a new folder that then replaces
-    `run.output_dir` whole (see engine.outputs.staged_dir)."""
+    `run.output_dir` whole (see anomed.outputs.staged_dir)."""
     with staged_dir(run.output_dir) as stage:
         write_shot_list(stage / "shots.yaml", run.split, run.splits.root)
         save_checkpoint(stage, method, info)
@@ -311,6 +311,7 @@ def eval_run(
     progress: bool = True,
     label: str = "",
     overwrite: bool = False,
+    class_name: str = "",
 ) -> tuple[EvalResult, Path]:
     """Evaluate a checkpoint on a dataset's test split (default: the dataset it was trained on)."""
     if batch_size is not None:
@@ -323,7 +324,7 @@ def eval_run(
         splits = load_splits(info.run, log=lambda _: None)
     else:
         splits = load_dataset(data_root, "auto")
-        method.set_class_name(class_name_of(splits, info.run.data.class_name))
+        method.set_class_name(class_name_of(splits, class_name))
     out = Path(output_dir or Path(checkpoint) / "eval" / splits.name)
     out = check_output_dir(out, overwrite, inputs=[splits.root])
     dataset = SampleDataset(splits.test, method.backbone.image_size)

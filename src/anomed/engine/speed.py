@@ -7,7 +7,6 @@ bracketed by synchronisation.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import resource
@@ -17,17 +16,19 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
 
 from anomed.backbone import BackboneConfig, load_backbone
-from anomed.config import TrainConfig
+from anomed.config import DEVICE, Bounds, Positive, TrainConfig, from_dict, to_dict
 from anomed.data.datasets import SupportSet
 from anomed.engine.device import CPU_BF16_ENV, autocast, resolve_device, uses_bf16
 from anomed.engine.profile import profile_inference, profile_training
 from anomed.engine.train import fit
 from anomed.methods.base import METHODS, AnomalyMethod, create_method
+from anomed.outputs import write_json
 
 
 @dataclass
@@ -36,17 +37,17 @@ class SpeedConfig:
 
     method: str = "mediclip"
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    device: str = "auto"
-    batch_sizes: tuple[int, ...] = (1, 32, 128)
-    precisions: tuple[str, ...] = ("fp32", "bf16")
-    iters: int = 5  # timed iterations per setting (after one warm-up)
-    k: int = 16  # shots for the adaptation timing
-    epochs: int | None = None  # None: the method's default schedule
+    device: Annotated[str, DEVICE] = "auto"
+    batch_sizes: tuple[Positive, ...] = (1, 32, 128)
+    precisions: tuple[Literal["fp32", "bf16"], ...] = ("fp32", "bf16")
+    iters: Positive = 5  # timed iterations per setting (after one warm-up)
+    k: Positive = 16  # shots for the adaptation timing
+    epochs: Positive | None = None  # None: the method's default schedule
     adapt: bool = True
-    adapt_batch_size: int | None = None  # None: the method's; 1 mimics the reference loops
+    adapt_batch_size: Positive | None = None  # None: the method's; 1 mimics the reference loops
     cache: tuple[bool, ...] = (True, False)  # feature cache on/off (side-adapter methods)
     compile: bool = False  # torch.compile the frozen blocks first
-    num_workers: int = 0  # data-loading workers for the adaptation
+    num_workers: Annotated[int, Bounds(0, 64)] = 0  # data-loading workers for the adaptation
     profile: bool = False  # add operator profiles of inference and of adaptation steps
 
 
@@ -229,9 +230,11 @@ def _profiles(cfg: SpeedConfig, backbone, method: AnomalyMethod, device: torch.d
 
 
 def run_speed(cfg: SpeedConfig, output: str | Path | None = None) -> dict:
-    """Measure everything in `cfg`; write JSON to `output` if given; return the report."""
-    device = resolve_device(cfg.device)
+    """Measure everything in `cfg`; write `speed.json` into the folder `output` if given; return
+    the report. The config is checked first (every field, the method name)."""
+    cfg = from_dict(SpeedConfig, to_dict(cfg))
     METHODS.get(cfg.method)
+    device = resolve_device(cfg.device)
     backbone = load_backbone(cfg.backbone, device)
     if cfg.compile:
         backbone.compile_blocks()
@@ -254,8 +257,7 @@ def run_speed(cfg: SpeedConfig, output: str | Path | None = None) -> dict:
         report["profile"] = _profiles(cfg, backbone, method, device)
     report["summary"] = summary_line(report)
     if output:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        Path(output).write_text(json.dumps(report, indent=1))
+        write_json(Path(output) / "speed.json", report)
     return report
 
 

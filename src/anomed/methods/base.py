@@ -161,7 +161,7 @@ def create_method(
 ) -> AnomalyMethod:
     """Build a registered method on a backbone from its config dict (unknown keys are errors)."""
     cls = METHODS.get(name)
-    cfg = from_dict(cls.config_class, args or {})
+    cfg = from_dict(cls.config_class, args or {}, "method_args.")
     return cls(backbone, cfg)
 
 
@@ -170,7 +170,7 @@ def method_config_dict(name: str, args: dict[str, Any] | None = None) -> dict[st
     from anomed.config import to_dict
 
     cls = METHODS.get(name)
-    return to_dict(from_dict(cls.config_class, args or {}))
+    return to_dict(from_dict(cls.config_class, args or {}, "method_args."))
 
 
 class SynthesisMethod(AnomalyMethod):

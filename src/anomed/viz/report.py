@@ -120,7 +120,8 @@ def _bar_panel(ax: Any, rows: Sequence[Row], dataset: str, metric: str) -> None:
             x, cells = j - 0.4 + width * (i + 0.5), _cells(rows, s, dataset, k)
             stats = _mean_std([r.get(metric) for r in cells])
             if stats is not None:
-                label, colour, err = *style[s], 100 * stats[1]
+                label, colour = style[s]
+                err = 100 * stats[1] if stats[2] > 1 else None  # no whisker for one seed
                 ax.bar(x, 100 * stats[0], width, yerr=err, capsize=3, color=colour, label=label)
                 drawn = True
             elif cells:
@@ -285,8 +286,30 @@ def _protocol(rows: Sequence[Row]) -> list[tuple[str, str]]:
     ]
 
 
-def _bench_settings(out: Path) -> list[tuple[str, str]]:
-    """Training settings the bench recorded in out/bench.json (absent: nothing to add)."""
+def _bench_settings(out: Path, rows: Sequence[Row] = ()) -> list[tuple[str, str]]:
+    """The training settings the numbers came from: read off the rows themselves (each cell
+    records its own), else from out/bench.json for results written before rows carried them."""
+    if rows and all(r.get("epochs") is not None for r in rows):
+        epochs = {}
+        for r in rows:
+            epochs.setdefault(str(r["method"]), set()).add(int(r["epochs"]))
+        sizes = sorted({int(r["image_size"]) for r in rows if r.get("image_size")})
+        lines = [
+            (
+                "epochs",
+                "; ".join(f"{m}: {', '.join(map(str, sorted(e)))}" for m, e in epochs.items()),
+            ),
+            ("image size", ", ".join(map(str, sizes)) or "?"),
+            ("preset", ", ".join(sorted({str(r.get("preset") or "anomed") for r in rows}))),
+        ]
+        moved = sorted(
+            {str(r["method"]) for r in rows if r.get("protocol") not in (None, "standard")}
+        )
+        if moved:
+            lines.append(
+                ("abnormal shots moved from test", ", ".join(moved) + " (smaller test sets)")
+            )
+        return lines
     try:
         cfg = json.loads((out / "bench.json").read_text())
     except (OSError, ValueError):
@@ -340,10 +363,13 @@ def _heatmaps_html(out: Path, rows: Sequence[Row]) -> str:
     return "".join(parts)
 
 
-def _citations() -> list[str]:
+def _citations(rows: Sequence[Row]) -> list[str]:
+    """The papers of the methods this bench ran (and only those)."""
+    ran = set(dict.fromkeys(str(r["method"]) for r in rows))
     return [
         f"[{_cite_number(m)}] {ref['citation']} — figures with {ref['backbone']}"
         for m, ref in PUBLISHED.items()
+        if m in ran
     ]
 
 
@@ -369,10 +395,10 @@ figcaption{font-size:.9em;color:#333;font-weight:600;margin-bottom:.3em}
 def _page(
     title: str, rows: Sequence[Row], tables: Sequence[_Table], plots: str, heatmaps: str, out: Path
 ) -> str:
-    lines = _protocol(rows) + _bench_settings(out)
+    lines = _protocol(rows) + _bench_settings(out, rows)
     protocol = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in lines)
     boxes = "".join(f'<div class="box {lvl}">{_e(t)}</div>' for t, lvl in _warnings(rows))
-    cites = "".join(f"<li>{_e(c)}</li>" for c in _citations())
+    cites = "".join(f"<li>{_e(c)}</li>" for c in _citations(rows))
     return (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
         f"<style>{CSS}</style></head><body><h1>{_e(title)}</h1>"
@@ -385,10 +411,10 @@ def _page(
 
 def _tables_markdown(title: str, rows: Sequence[Row], tables: Sequence[_Table], out: Path) -> str:
     lines = [f"# {title}: tables", ""]
-    lines += [f"- {k}: {v}" for k, v in _protocol(rows) + _bench_settings(out)]
+    lines += [f"- {k}: {v}" for k, v in _protocol(rows) + _bench_settings(out, rows)]
     lines += [f"- **{t}**" for t, _ in _warnings(rows)]
     lines += ["", *(_markdown(t) for t in tables), "## Citations", ""]
-    return "\n".join(lines + [f"- {c}" for c in _citations()]) + "\n"
+    return "\n".join(lines + [f"- {c}" for c in _citations(rows)]) + "\n"
 
 
 def write_report(

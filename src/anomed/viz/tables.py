@@ -22,7 +22,7 @@ from anomed.published import PUBLISHED
 
 Row = dict[str, Any]
 REQUIRED_COLUMNS = ("method", "dataset", "k", "seed")
-INT_COLUMNS = ("k", "seed")
+INT_COLUMNS = ("k", "seed", "k_abnormal", "n_test", "n_test_abnormal", "image_size", "epochs")
 FLOAT_COLUMNS = ("train_seconds", "eval_seconds", *METRIC_KEYS)
 DEFAULT_METRICS = ("image_auroc", "pixel_auroc")
 MIN_SEEDS = 3  # cells over fewer seeds say how many
@@ -116,6 +116,8 @@ class _Series:
     backbone: str
     weights: str
     selected_by: str
+    preset: str = "anomed"
+    protocol: str = "standard"
 
     @property
     def name(self) -> str:
@@ -125,7 +127,12 @@ class _Series:
     def run(self) -> str:
         weights = Path(self.weights).name if "/" in self.weights else self.weights
         leak = ", SELECTED ON TEST (leak)" if self.leak else ""
-        return f"ours ({self.backbone}, {weights}{leak})"
+        moved = ", abnormal shots moved from test" if self.moved else ""
+        return f"ours ({self.backbone}, {weights}, preset {self.preset}{moved}{leak})"
+
+    @property
+    def moved(self) -> bool:
+        return self.protocol != "standard"
 
     @property
     def leak(self) -> bool:
@@ -139,6 +146,8 @@ def _series_of(row: Row) -> _Series:
         str(row.get("backbone") or "?"),
         str(row.get("weights") or "?"),
         str(row.get("selected_by") or "unknown"),
+        str(row.get("preset") or "anomed"),
+        str(row.get("protocol") or "standard"),
     )
 
 
@@ -281,10 +290,32 @@ def _selection_notes(series: Sequence[_Series]) -> list[tuple[str, str]]:
     return ([(LEAK_WARNING, "danger")] if "test-leak" in modes else []) + notes
 
 
+def _test_size_notes(rows: Sequence[Row], series: Sequence[_Series]) -> list[tuple[str, str]]:
+    """Say which rows were tested on fewer images (abnormal shots moved out of test), with n."""
+    if not any(s.moved for s in series):
+        return []
+    parts = []
+    for dataset in _datasets(rows):
+        sizes = {}
+        for s in series:
+            n = sorted(
+                {r.get("n_test") for r in rows if _series_of(r) == s and r["dataset"] == dataset}
+            )
+            if n and n != [None]:
+                sizes[s.name] = "/".join(str(v) for v in n if v is not None)
+        if len(set(sizes.values())) > 1:
+            parts.append(f"{dataset}: " + ", ".join(f"{m} {n}" for m, n in sizes.items()))
+    text = (
+        "rows marked 'abnormal shots moved from test' trained on labelled abnormal images taken "
+        "out of the test set, so they are tested on fewer images than the others"
+    )
+    return [(text + (" (n_test " + "; ".join(parts) + ")" if parts else ""), "warn")]
+
+
 def _build_table(rows: Sequence[Row], metric: str) -> _Table:
     series = _ordered_series(rows)
     columns = [(d, k) for d in _datasets(rows) for k in _ks(rows, d)]
-    table = _Table(metric, columns, [], _selection_notes(series))
+    table = _Table(metric, columns, [], _selection_notes(series) + _test_size_notes(rows, series))
     for i, s in enumerate(series):
         cells = [format_cell([r.get(metric) for r in _cells(rows, s, d, k)]) for d, k in columns]
         table.rows.append(_TableRow(s.name, s.run, cells, leak=s.leak))

@@ -9,33 +9,6 @@ import pytest
 from anomed.cli import build_parser, main
 
 
-@pytest.fixture(scope="module")
-def checkpoint(phantom_root, tmp_path_factory):
-    out = tmp_path_factory.mktemp("run") / "ckpt"
-    code = main(
-        [
-            "-q",
-            "train",
-            "--data",
-            str(phantom_root),
-            "--k",
-            "2",
-            "--epochs",
-            "2",
-            "--image-size",
-            "112",
-            "--output",
-            str(out),
-            "--set",
-            "train.val_every=1",
-            "--set",
-            "data.n_val=2",
-        ]
-    )
-    assert code == 0
-    return out
-
-
 def test_every_command_has_help(capsys):
     parser = build_parser()
     for argv in (["train"], ["eval"], ["predict"], ["data", "phantom"], ["demo"], ["methods"]):

@@ -1,0 +1,135 @@
+"""Output folders and result files a user can trust.
+
+- A folder is checked before any work: not a file, writable, not inside an input folder, and
+  empty unless the user asked to overwrite it, so an old result never sits beside a new one.
+- A folder is written as one unit: everything goes into a hidden sibling, which replaces the
+  target only when complete (an interrupted run leaves the old folder or nothing, never a mix).
+- JSON is strict: a non-finite number is written as null, never as a bare NaN.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from anomed.errors import AnomedError
+
+
+def check_output_dir(
+    path: str | Path,
+    overwrite: bool = False,
+    inputs: Sequence[str | Path] = (),
+    flag: str = "--output",
+) -> Path:
+    """The absolute output folder, after refusing every place that would lose or mix results."""
+    if str(path).strip() == "":
+        raise AnomedError(f"{flag} '': an empty path. Fix: name a folder, e.g. {flag} runs/x.")
+    out = Path(os.path.abspath(Path(path).expanduser()))
+    if out.exists() and not out.is_dir():
+        raise AnomedError(f"{flag} {path}: is a file, not a folder. Fix: pick another {flag}.")
+    for item in inputs:
+        source = Path(os.path.abspath(Path(item).expanduser()))
+        if source.is_dir() and (out == source or source in out.parents):
+            raise AnomedError(
+                f"{flag} {path}: lies inside the input folder {item}, so a later run would "
+                f"read its own outputs. Fix: pick a {flag} outside {item}."
+            )
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise AnomedError(
+            f"{flag} {path}: folder is not empty (earlier results). Fix: pass --overwrite to "
+            f"replace it, or pick another {flag}."
+        )
+    _check_writable(out, flag, path)
+    return out
+
+
+def _check_writable(out: Path, flag: str, given: str | Path) -> None:
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise AnomedError(f"{flag} {given}: {parent} is a file. Fix: pick another {flag}.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise AnomedError(
+            f"{flag} {given}: {parent} is not writable. Fix: pick a folder you can write to."
+        )
+
+
+@contextlib.contextmanager
+def staged_dir(target: str | Path) -> Iterator[Path]:
+    """Yield an empty hidden sibling of `target`; on success it replaces `target` whole.
+
+    On an exception the sibling is removed and `target` is left as it was. The swap is two
+    renames; a kill between them leaves the old folder under `.<name>.old-*`, never a mix.
+    """
+    target = Path(os.path.abspath(target))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    old = None
+    if target.exists():
+        old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
+        os.replace(target, old / target.name)
+    os.replace(stage, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def clear_dir(path: Path) -> None:
+    """Empty a folder (the user passed --overwrite); create it if missing."""
+    if path.is_dir():
+        for child in path.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    path.mkdir(parents=True, exist_ok=True)
+
+
+def finite_or_none(value: Any) -> Any:
+    """Recursively replace NaN/Inf floats (and numpy scalars) with None; JSON-safe."""
+    if isinstance(value, dict):
+        return {str(k): finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        value = value.item()  # numpy / torch scalars
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def dumps_json(payload: Any) -> str:
+    """Strict JSON text (no NaN/Infinity tokens)."""
+    return json.dumps(finite_or_none(payload), indent=1, allow_nan=False)
+
+
+def write_json(path: str | Path, payload: Any) -> Path:
+    """Write strict JSON atomically (a reader never sees half a file)."""
+    return write_text(path, dumps_json(payload) + "\n")
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write a text file atomically: a temporary sibling, then a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
