@@ -6,7 +6,7 @@
     # a quick CPU run with the tiny backbone:
     python benchmarks/speed_table.py --image-size 112 --batch-sizes 1 8 --epochs 2
 
-Each method's JSON report is kept beside the table (runs/speed/<method>.json).
+Each method's JSON report is kept beside the table (runs/speed/<method>/speed.json).
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def main() -> None:
             compile=args.compile,
             num_workers=args.num_workers,
         )
-        report = run_speed(cfg, out / f"{method}.json")
+        report = run_speed(cfg, out / method)
         print(report["summary"], flush=True)
         lines += method_lines(report)
     device = report["device"]

@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny random-init backbone and a tiny phantom dataset, made once."""
+"""Shared fixtures: a tiny random-init backbone, a tiny phantom dataset and a tiny trained run."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from anomed.backbone import BackboneConfig, load_backbone
+from anomed.cli import main
 from anomed.data.phantoms.brain import PhantomConfig, write_phantom_dataset
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mediclip"
@@ -30,3 +31,31 @@ def shared_dataset(name: str) -> Path:
     if not (path / "samples" / "test.json").is_file():
         pytest.skip(f"shared data {path} not present")
     return path
+
+
+@pytest.fixture(scope="session")
+def checkpoint(phantom_root, tmp_path_factory):
+    """One tiny trained MediCLIP run (112 px, 2 epochs) shared by the CLI tests; read-only."""
+    out = tmp_path_factory.mktemp("run") / "ckpt"
+    code = main(
+        [
+            "-q",
+            "train",
+            "--data",
+            str(phantom_root),
+            "--k",
+            "2",
+            "--epochs",
+            "2",
+            "--image-size",
+            "112",
+            "--output",
+            str(out),
+            "--set",
+            "train.val_every=1",
+            "--set",
+            "data.n_val=2",
+        ]
+    )
+    assert code == 0
+    return out

@@ -4,7 +4,7 @@ from anomed.cli import main
 
 
 def test_bench_speed_writes_report(tmp_path, capsys):
-    out = tmp_path / "speed.json"
+    out = tmp_path / "speed"
     argv = [
         "bench",
         "speed",
@@ -23,7 +23,7 @@ def test_bench_speed_writes_report(tmp_path, capsys):
         str(out),
     ]
     assert main(argv) == 0
-    report = json.loads(out.read_text())
+    report = json.loads((out / "speed.json").read_text())
     timed = [r for r in report["inference"] if "img_per_s" in r]
     assert [r["batch"] for r in timed] == [1, 4] and all(r["img_per_s"] > 0 for r in timed)
     cached, fresh = report["adaptation"]  # mediclip is a side-adapter method: both settings
@@ -35,20 +35,20 @@ def test_bench_speed_writes_report(tmp_path, capsys):
 
 
 def test_bench_speed_times_a_residual_adapter_method_uncached(tmp_path):
-    out = tmp_path / "speed.json"
+    out = tmp_path / "speed"
     argv = ["bench", "speed", "--method", "mvfa", "--image-size", "112", "--batch-sizes", "2"]
     argv += ["--iters", "1", "--k", "1", "--epochs", "1", "--adapt-batch-size", "1", "-o", str(out)]
     assert main(argv) == 0
-    (row,) = json.loads(out.read_text())["adaptation"]
+    (row,) = json.loads((out / "speed.json").read_text())["adaptation"]
     assert not row["cache"] and row["batch_size"] == 1 and row["optimizer_steps"] == 22
 
 
 def test_bench_speed_profile_names_the_top_operators(tmp_path, capsys):
-    out = tmp_path / "speed.json"
+    out = tmp_path / "speed"
     argv = ["bench", "speed", "--image-size", "56", "--batch-sizes", "2", "--iters", "1"]
     argv += ["--k", "1", "--epochs", "1", "--cache", "on", "--profile", "-o", str(out)]
     assert main(argv) == 0
-    profile = json.loads(out.read_text())["profile"]
+    profile = json.loads((out / "speed.json").read_text())["profile"]
     for part in ("inference", "adaptation_steps"):
         ops = profile[part]
         assert ops and all(o["self_ms"] >= 0 and 0 <= o["share"] <= 1 for o in ops)
