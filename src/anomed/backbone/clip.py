@@ -93,9 +93,11 @@ def create_clip(cfg: BackboneConfig) -> nn.Module:
     kwargs = {"force_image_size": cfg.image_size} if cfg.image_size else {}
     if (pretrained or is_schema) and not _hub_reachable():
         _hub_offline()  # fail fast, but still use weights already cached
-    torch.manual_seed(cfg.init_seed)
     try:
-        with _quiet_open_clip():
+        # a random init is seeded (so a checkpoint can rebuild it) without touching the
+        # caller's global RNG
+        with _quiet_open_clip(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.init_seed)
             model = open_clip.create_model(
                 name, pretrained=None if is_schema else pretrained, **kwargs
             )

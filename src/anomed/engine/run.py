@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from anomed.backbone import load_backbone
-from anomed.config import RunConfig, coerce
+from anomed.config import RunConfig, coerce, from_dict, to_dict
 from anomed.data.bmad import read_mvfa_shot_file
 from anomed.data.datasets import SampleDataset, SupportSet, load_support
 from anomed.data.layouts import LAYOUTS, load_dataset
@@ -40,7 +40,7 @@ from anomed.engine.evaluate import (
     map_range,
 )
 from anomed.engine.reports import describe_run, write_eval_report
-from anomed.engine.train import FitResult, fit
+from anomed.engine.train import FitResult, fit, resolve_schedule
 from anomed.errors import AnomedError
 from anomed.methods.base import METHODS, AnomalyMethod, create_method, method_config_dict
 from anomed.outputs import check_output_dir, staged_dir, write_json
@@ -76,6 +76,7 @@ def validate_run_config(cfg: RunConfig) -> RunConfig:
 
     The method options are checked against the method's config class here, so a typo
     (`method_args.image_loss=sigmod`) fails before any data are read."""
+    cfg = from_dict(RunConfig, to_dict(cfg))  # every field re-checked (objects may be mutated)
     METHODS.get(cfg.method)
     if cfg.data.layout != "auto":
         LAYOUTS.get(cfg.data.layout)
@@ -228,7 +229,7 @@ def train_run(
     log(describe_run(cfg, run, supports, size, device))
     train_set = method.train_dataset(supports, seed=cfg.train.seed)
     val_items = method.validation_items(validation, seed=cfg.train.seed)
-    epochs, batch = resolve_schedule(cfg, method, len(train_set))
+    epochs, batch = resolve_schedule(method, cfg.train.epochs, cfg.train.batch_size, len(train_set))
     test_set = SampleDataset(run.splits.test, size)
 
     def test_eval() -> EvalResult:
@@ -261,16 +262,6 @@ def train_run(
     )
     save_run(run, method, info, result)
     return TrainArtifacts(method, info, run.splits, result, run.output_dir, before)
-
-
-def resolve_schedule(cfg: RunConfig, method: AnomalyMethod, n_items: int) -> tuple[int, int]:
-    """(epochs, batch size): the run's, else the method's; training-free methods get 0 epochs
-    and a method batch size of 0 means all items in one batch."""
-    epochs = cfg.train.epochs or method.cfg.epochs
-    if not method.trainable_parameters():
-        epochs = 0
-    batch = cfg.train.batch_size or method.cfg.batch_size or max(1, n_items)
-    return epochs, batch
 
 
 def save_run(run: PreparedRun, method: AnomalyMethod, info: CheckpointInfo, fit: FitResult) -> None:
@@ -328,7 +319,7 @@ def eval_run(
     out = Path(output_dir or Path(checkpoint) / "eval" / splits.name)
     out = check_output_dir(out, overwrite, inputs=[splits.root])
     dataset = SampleDataset(splits.test, method.backbone.image_size)
-    batch = batch_size or info.fit.get("batch_size") or method.cfg.batch_size or 16
+    batch = batch_size or info.fit.get("batch_size") or resolve_schedule(method, 1, None, 16)[1]
     import time
 
     start = time.perf_counter()

@@ -26,7 +26,7 @@ from anomed.config import DEVICE, Bounds, Positive, TrainConfig, from_dict, to_d
 from anomed.data.datasets import SupportSet
 from anomed.engine.device import CPU_BF16_ENV, autocast, resolve_device, uses_bf16
 from anomed.engine.profile import profile_inference, profile_training
-from anomed.engine.train import fit
+from anomed.engine.train import fit, resolve_schedule
 from anomed.methods.base import METHODS, AnomalyMethod, create_method
 from anomed.outputs import write_json
 
@@ -166,8 +166,7 @@ def adaptation_time(
     size, labelled = method.backbone.image_size, not method.normal_only
     support = _random_support(cfg.k, size, labelled=labelled)
     method.setup([support], support.clsname, target=support)
-    epochs = cfg.epochs or method.cfg.epochs
-    batch = cfg.adapt_batch_size or method.cfg.batch_size or 2 * cfg.k
+    epochs, batch = resolve_schedule(method, cfg.epochs, cfg.adapt_batch_size, 2 * cfg.k)
     train_cfg = TrainConfig(
         amp=precision == "bf16", cache_features=cache, num_workers=cfg.num_workers
     )

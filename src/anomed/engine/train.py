@@ -21,8 +21,6 @@ from anomed.errors import AnomedError
 from anomed.methods.base import AnomalyMethod
 from anomed.prompts import prompts_stepped
 
-SELECT_MODES = ("val", "last", "test-leak")
-
 
 @dataclass
 class FitResult:
@@ -34,6 +32,18 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     cached: bool = False  # frozen features came from the feature cache (engine.cache)
+
+
+def resolve_schedule(
+    method: AnomalyMethod, epochs: int | None, batch_size: int | None, n_items: int
+) -> tuple[int, int]:
+    """(epochs, batch size) of a run, the one place they are resolved: the given values, else
+    the method's; training-free methods get 0 epochs; a method batch size of 0 means all items
+    in one batch (PPAD)."""
+    epochs = epochs or method.cfg.epochs
+    if not method.trainable_parameters():
+        epochs = 0
+    return epochs, batch_size or method.cfg.batch_size or max(1, n_items)
 
 
 def selection_score(metrics: dict[str, float | None]) -> float:
@@ -172,8 +182,6 @@ def _selection_mode(
     test_eval: Callable[[], EvalResult] | None,
     log: Callable[[str], None],
 ) -> str:
-    if cfg.select not in SELECT_MODES:
-        raise AnomedError(f"--select {cfg.select!r}: choose one of {SELECT_MODES}")
     if cfg.select == "test-leak" and test_eval is None:
         raise AnomedError("--select test-leak needs a test set to peek at")
     if cfg.select == "val" and not val_items:

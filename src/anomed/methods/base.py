@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any, ClassVar, NamedTuple
+from typing import Annotated, Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from anomed.backbone import FrozenCLIP
-from anomed.config import from_dict
+from anomed.config import Bounds, from_dict
 from anomed.data.datasets import (
     SupportSet,
     SynthesisDataset,
@@ -36,9 +36,9 @@ class AnomalyOutput(NamedTuple):
 class MethodConfig:
     """Fields every method's config has; methods subclass it with their own."""
 
-    epochs: int = 50
-    batch_size: int = 8
-    lr: float = 1e-3
+    epochs: Annotated[int, Bounds(0)] = 50
+    batch_size: Annotated[int, Bounds(0)] = 8  # 0: all training items in one batch
+    lr: Annotated[float, Bounds(0.0, None, open_lo=True)] = 1e-3
 
 
 class AnomalyMethod(nn.Module):

@@ -11,11 +11,13 @@ synthesis tasks (or on labelled slices when given).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from anomed.config import Bounds
 from anomed.losses import dice_loss, focal_loss
 from anomed.methods.base import METHODS, AnomalyOutput, MethodConfig, SynthesisMethod
 from anomed.prompts import PromptLearner, PromptSet
@@ -40,8 +42,8 @@ class CondPromptConfig(MethodConfig):
     abnormal_words: tuple[str, ...] = ("abnormal", "lesion")
     meta_hidden: int = 0  # 0: text width // 16 (CoCoOp's choice)
     temperature: float = 0.07  # p = sigmoid(M / temperature) for the training losses
-    score: str = "max"  # image score from the map: "max" or "topk"
-    topk: float = 0.01  # fraction of pixels averaged by "topk"
+    score: Literal["max", "topk"] = "max"  # image score from the map
+    topk: Annotated[float, Bounds(0.0, 1.0, open_lo=True)] = 0.01  # pixels averaged by "topk"
     tasks: tuple[str, ...] = ("cutpaste", "gauss_intensity", "source")
 
 

@@ -10,12 +10,14 @@ and middle, averaged. Every ablation of the paper is a config switch (see MadCLI
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from anomed.adapters import DualBranchAdapters
+from anomed.config import Bounds
 from anomed.data.augment import madclip_views
 from anomed.data.datasets import collate
 from anomed.losses import dice_loss, focal_loss, sigmoid_image_text_loss
@@ -60,10 +62,10 @@ class MadCLIPConfig(MethodConfig):
     objective: str = "organ"  # "organ": the dataset's organ word; else that text literally
     dual_adapters: bool = True  # False: one adapter serves both branches
     subtraction: bool = True  # False: S_n = f_n.t_n, S_a = f_a.t_a
-    image_loss: str = "sigmoid"  # "sigmoid" (SigLIP-style) or "softmax" (cross-entropy)
+    image_loss: Literal["sigmoid", "softmax"] = "sigmoid"  # SigLIP-style, or cross-entropy
     separate_heads: bool = True  # False: one head for detection and segmentation
-    image_logit: str = "mean"  # patches -> image logit: "mean", "max" or "mix"
-    mix: float = 0.5  # weight of the mean in "mix"
+    image_logit: Literal["mean", "max", "mix"] = "mean"  # patches -> image logit
+    mix: Annotated[float, Bounds(0.0, 1.0)] = 0.5  # weight of the mean in "mix"
     learn_temperature: bool = False  # learnable temperature and bias of the sigmoid loss
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from anomed.config import Bounds
 from anomed.data.datasets import ItemsDataset, SupportSet, plain_items
 from anomed.memory_bank import MemoryBank, banks_state, split_banks_state
 from anomed.methods.base import METHODS, AnomalyMethod, AnomalyOutput, MethodConfig
@@ -25,8 +27,9 @@ class MemoryBankConfig(MethodConfig):
     epochs: int = 0  # nothing is trained
     batch_size: int = 16
     layers: tuple[int, ...] = (6, 12, 18)  # of a 24-block ViT, scaled to depth
-    coreset: float | None = 0.25  # fraction of the bank kept; None keeps all
-    distance: str = "euclidean"  # PatchCore; "cosine" as MVFA's bank
+    # fraction of the bank kept; None keeps all
+    coreset: Annotated[float | None, Bounds(0.0, 1.0, open_lo=True)] = 0.25
+    distance: Literal["euclidean", "cosine"] = "euclidean"  # PatchCore; "cosine" as MVFA's bank
     smoothing: float = 4.0  # Gaussian sigma (pixels) of the map
 
 

@@ -15,12 +15,14 @@ score depend on the other test images, so a checkpoint's threshold means nothing
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from anomed.adapters.residual import ResidualAdapters
+from anomed.config import Bounds
 from anomed.data.augment import mvfa_views
 from anomed.data.datasets import collate
 from anomed.losses import binary_cross_entropy, dice_loss, focal_loss
@@ -45,10 +47,13 @@ class MVFAConfig(MethodConfig):
     alpha: float = 0.1
     beta: float = 0.1
     logit_scale: float = 100.0
-    fusion: float = 0.5  # weight of the text map; the memory-bank map gets 1 - fusion
+    fusion: Annotated[float, Bounds(0.0, 1.0)] = (
+        0.5  # weight of the text map; the memory-bank map gets 1 - fusion
+    )
     memory_bank: bool = True  # few-shot inference with adapted normal tokens
-    coreset: float | None = None  # keep this fraction of the bank (PatchCore coreset)
-    normalization: str = "val"  # "val" (validation statistics) or "paper" (test min-max)
+    # keep this fraction of the bank (PatchCore coreset)
+    coreset: Annotated[float | None, Bounds(0.0, 1.0, open_lo=True)] = None
+    normalization: Literal["val", "paper"] = "val"  # validation statistics, or test min-max
     organ: str = ""  # prompt organ word; "" = from the dataset's class name
 
 

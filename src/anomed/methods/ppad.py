@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from anomed.config import Bounds
 from anomed.data.datasets import SupportSet, plain_items, to_item
 from anomed.methods.base import METHODS, AnomalyMethod, AnomalyOutput, MethodConfig
 from anomed.prompts import PromptLearner, PromptSet
@@ -77,8 +79,10 @@ class PPADConfig(MethodConfig):
     class_words: tuple[str, str] = ("normal", "pneumonia")
     prompt_init_std: float = 0.02
     prompt_init_scale: float = 10.0
-    synth_prob: float = 0.5  # share of training items with a SAS anomaly in their region
-    loss: str = "ce"  # "ce" (softmax cross-entropy) or "bce" (the reference's per-logit BCE)
+    synth_prob: Annotated[float, Bounds(0.0, 1.0)] = (
+        0.5  # share of training items with a SAS anomaly in their region
+    )
+    loss: Literal["ce", "bce"] = "ce"  # softmax cross-entropy, or the reference's per-logit BCE
     max_threshold: float = 0.8
 
 
