@@ -179,6 +179,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         progress=not args.quiet,
         overwrite=args.overwrite,
         class_name=args.class_name or "",
+        num_workers=args.num_workers,
     )
     _print_eval(*result)
 
@@ -436,6 +437,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", help="report folder (default CHECKPOINT/eval/DATASET)")
     p.add_argument("--overwrite", action="store_true", help="replace earlier reports there")
     p.add_argument("--class-name", help="organ/class word for the prompts on --data")
+    p.add_argument(
+        "--num-workers",
+        type=int,
+        choices=range(0, 65),
+        metavar="N",
+        help="processes decoding test images beside the model (default: the run's)",
+    )
     p.add_argument("--device", help="auto, cpu, cuda")
     p.add_argument("--batch-size", type=int)
     p.set_defaults(func=cmd_eval)
