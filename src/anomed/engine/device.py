@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import os
+from typing import Annotated
 
 import torch
 
+from anomed.config import DEVICE, coerce
 from anomed.errors import AnomedError
 
 
 def resolve_device(name: str) -> torch.device:
     """ "auto" -> cuda if available else cpu; otherwise the named device (checked)."""
+    coerce(Annotated[str, DEVICE], name, "--device")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise AnomedError(f"--device {name}: no MPS device here. Fix: use --device cpu or auto.")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise AnomedError(f"--device {name}: no CUDA device here. Fix: use --device cpu or auto.")
     return device
