@@ -48,6 +48,7 @@ def test_path_like_or_control_names_are_refused(name):
 
 def test_plain_names_are_kept_as_labels_only(tmp_path):
     assert clean_label("scan 01 (é).PNG") == "scan 01 (é).PNG"
+    assert clean_label("12:30 scan.png") == "12:30 scan.png"
     assert clean_label(None) == "upload"
     staged = stage_upload(io.BytesIO(png_bytes()), "scan.tiff", tmp_path, 1 << 20)
     # the name said TIFF, the bytes say PNG: the stored name follows the bytes

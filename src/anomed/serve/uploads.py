@@ -11,6 +11,7 @@ bytes actually written.
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import struct
 import unicodedata
@@ -39,6 +40,16 @@ SUFFIX = {
 }
 ACCEPTED = "PNG, JPEG, TIFF, BMP, DICOM (.dcm or a zipped series) or NIfTI (.nii, .nii.gz)"
 _BMP_HEADER_SIZES = {12, 40, 52, 56, 64, 108, 124}
+# what zipfile raises on a broken, truncated or unsupported archive (ApiError passes through)
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    OSError,
+    ValueError,
+    NotImplementedError,
+    RuntimeError,
+)
 
 
 @dataclass
@@ -65,7 +76,7 @@ def clean_label(name: str | None) -> str:
         return "upload"
     if any(unicodedata.category(c) in ("Cc", "Cf") for c in name):
         raise ApiError(400, "the file name holds control characters. Fix: rename the file.")
-    if "/" in name or "\\" in name or name in (".", "..") or ":" in name:
+    if "/" in name or "\\" in name or name in (".", "..") or re.match(r"[A-Za-z]:", name):
         raise ApiError(
             400,
             f"file name {name[:80]!r} looks like a path; send a plain file name "
@@ -222,7 +233,7 @@ def unpack_dicom_zip(path: Path, label: str, folder: Path, cfg: ServeConfig) -> 
                 _unpack_member(zf, m, series / f"{i:05d}.dcm", label, budget)
                 for i, m in enumerate(members)
             ]
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+    except _ZIP_ERRORS as exc:
         shutil.rmtree(series, ignore_errors=True)
         raise ApiError(422, f"{label}: broken or unsupported zip ({type(exc).__name__}).") from exc
     files = [p for p in kept if p is not None]

@@ -8,6 +8,7 @@ const state = {
   models: [],
   model: null, // the selected model's description
   studies: [],
+  studiesText: "", // the last worklist answer, to redraw only when it changed
   threshold: null, // the threshold the worklist is decided at (the slider)
   selected: null, // the open study
   slice: 0,
@@ -123,9 +124,13 @@ function showThreshold() {
 
 // ------------------------------------------------------------------ worklist
 
-async function loadStudies() {
+async function loadStudies(onlyIfChanged = false) {
   if (!state.model) return;
-  state.studies = await getJSON(`/api/studies?model=${encodeURIComponent(state.model.name)}`);
+  const response = await api(`/api/studies?model=${encodeURIComponent(state.model.name)}`);
+  const text = await response.text();
+  if (onlyIfChanged && text === state.studiesText) return;
+  state.studiesText = text;
+  state.studies = JSON.parse(text);
   syncSlider();
   renderWorklist();
 }
@@ -426,6 +431,10 @@ function init() {
     start();
   });
   window.addEventListener("resize", drawStrip);
+  // studies posted by other clients (curl, scripts) appear without a reload
+  setInterval(() => {
+    if (!document.hidden && state.model) loadStudies(true).catch(report);
+  }, 15000);
   start();
 }
 
