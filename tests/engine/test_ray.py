@@ -125,20 +125,24 @@ def test_shards_are_atomic_named_by_keys_and_compacted(tmp_path):
 
 def test_output_folder_resumes_only_the_same_checkpoint(tmp_path):
     out = tmp_path / "out"
-    assert shards.prepare_output(out, "aaaa", False, []) == out
-    shards.write_run_file(out, {"run_id": "aaaa"})
+    assert shards.check_output(out, "aaaa", False, []) == out and not out.exists()
+    shards.open_output(out, False, {"run_id": "aaaa"})
     (out / shards.SHARDS / ".part-x.parquet.tmp").write_bytes(b"half")
-    shards.prepare_output(out, "aaaa", False, [])  # the resume case
+    shards.check_output(out, "aaaa", False, [])  # the resume case
+    shards.open_output(out, False, {"run_id": "aaaa"})
     assert not (out / shards.SHARDS / ".part-x.parquet.tmp").exists()
     with pytest.raises(AnomedError, match="another checkpoint \\(run id aaaa; this .* bbbb"):
-        shards.prepare_output(out, "bbbb", False, [])
-    shards.prepare_output(out, "bbbb", True, [])
-    assert list(out.iterdir()) == [out / shards.SHARDS]
+        shards.check_output(out, "bbbb", False, [])
+    shards.check_output(out, "bbbb", True, [])
+    shards.open_output(out, True, {"run_id": "bbbb"})
+    assert sorted(p.name for p in out.iterdir()) == [shards.SHARDS, shards.RUN_FILE]
     other = tmp_path / "other"
     other.mkdir()
     (other / "x").write_text("x")
     with pytest.raises(AnomedError, match="no earlier `--engine ray` run"):
-        shards.prepare_output(other, "aaaa", False, [])
+        shards.check_output(other, "aaaa", False, [])
+    with pytest.raises(AnomedError, match="lies inside the input folder"):
+        shards.check_output(other / "out", "aaaa", False, [other])
 
 
 def test_plan_leaves_cpus_for_decoding_and_refuses_missing_gpus():
@@ -163,3 +167,18 @@ def test_run_id_is_the_manifest_hash(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"sha256": {"a": "b"}}))
     rid = shards.run_id(tmp_path)
     assert len(rid) == 16 and rid == shards.run_id(tmp_path)
+
+
+def test_a_batch_that_killed_its_actor_three_times_becomes_error_rows(tmp_path):
+    from anomed.ray.stages import MAX_ATTEMPTS, Scorer, ScorerSpec
+
+    scorer = Scorer.__new__(Scorer)  # no model: a given-up batch never reaches it
+    scorer.spec = ScorerSpec("run", "cpu", 4, str(tmp_path), False)
+    batch = _batch(["/d/a.png|1|1", "/d/b.png|1|1"])
+    batch["pixels"] = np.array([b"", b""], object)
+    for _ in range(MAX_ATTEMPTS):  # each start is counted before scoring (then the actor died)
+        assert scorer._count_attempt(batch) is not None
+    out = scorer(batch)
+    assert list(out["status"]) == ["error", "error"] and "pixels" not in out
+    assert f"died {MAX_ATTEMPTS} times" in out["error"][0] and "--retry-errors" in out["error"][0]
+    assert not list((tmp_path / shards.ATTEMPTS).iterdir())  # the count is spent

@@ -236,10 +236,9 @@ def predict_ray(
     detector = load_detector(checkpoint, "cpu", cfg.batch_size)  # fails fast, before Ray
     rid = shards.run_id(checkpoint)
     plain, manifests = split_inputs(inputs, cfg.path_column)
-    out = shards.prepare_output(output_dir, rid, cfg.overwrite, plain)
-    done = shards.done_keys(out, cfg.retry_errors)
+    out = shards.check_output(output_dir, rid, cfg.overwrite, plain)
     run_info = {"run_id": rid, "checkpoint": os.path.abspath(checkpoint)}
-    shards.write_run_file(out, {**run_info, "method": detector.info.run.method})
+    method = detector.info.run.method
     writer = {
         "output_dir": str(out),
         "run": rid,
@@ -251,6 +250,8 @@ def predict_ray(
     start = time.perf_counter()
     with ray_session(cfg.address, cfg.progress) as ray:
         plan = plan_resources(cfg, ray.cluster_resources())
+        shards.open_output(out, cfg.overwrite, {**run_info, "method": method})
+        done = shards.done_keys(out, cfg.retry_errors)
         spec = ScorerSpec(
             str(Path(checkpoint).absolute()), plan.device, cfg.batch_size, str(out), cfg.maps
         )

@@ -61,12 +61,10 @@ def run_id(checkpoint: str | Path) -> str:
     return hashlib.sha256((Path(checkpoint) / MANIFEST).read_bytes()).hexdigest()[:16]
 
 
-def prepare_output(
-    path: str | Path, rid: str, overwrite: bool, inputs: Sequence[str | Path]
-) -> Path:
-    """OUT, checked: refused when it is a file, unwritable, inside an input folder, or holds
-    anything but an earlier Ray run of the same checkpoint (the resume case). --overwrite
-    empties it and starts over."""
+def check_output(path: str | Path, rid: str, overwrite: bool, inputs: Sequence[str | Path]) -> Path:
+    """OUT, checked before any work and left untouched: refused when it is a file, unwritable,
+    inside an input folder, or holds anything but an earlier Ray run of the same checkpoint
+    (the resume case) unless --overwrite."""
     folders = [p for p in inputs if Path(p).is_dir()]
     out = check_output_dir(path, overwrite=True, inputs=folders)
     if out.is_dir() and any(out.iterdir()) and not overwrite:
@@ -82,13 +80,18 @@ def prepare_output(
                 f"this checkpoint is {rid}), which a resume would mix. Fix: pick another "
                 "--output, or pass --overwrite to replace them."
             )
-    elif overwrite:
+    return out
+
+
+def open_output(out: Path, overwrite: bool, run_info: dict) -> None:
+    """Once Ray is up: empty OUT (--overwrite), drop what a killed writer left, name the run."""
+    if overwrite:
         clear_dir(out)
     (out / SHARDS).mkdir(parents=True, exist_ok=True)
     for stale in (out / SHARDS).glob(".part-*"):  # a writer killed before its rename
         stale.unlink(missing_ok=True)
     clear_attempts(out)
-    return out
+    write_json(out / RUN_FILE, run_info)
 
 
 def clear_attempts(out: Path) -> None:
@@ -101,10 +104,6 @@ def _read_run_file(out: Path) -> str | None:
         return str(json.loads((out / RUN_FILE).read_text())["run_id"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-
-
-def write_run_file(out: Path, payload: dict) -> None:
-    write_json(out / RUN_FILE, payload)
 
 
 def shard_paths(out: Path) -> list[Path]:
