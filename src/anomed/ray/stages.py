@@ -102,20 +102,25 @@ class Scorer:
             row.update(score=np.nan, decision="", slice_scores="", overlay="", slices="")
             row["amap"] = b""
         out = {k: v for k, v in batch.items() if k != "pixels"}
+        todo = [i for i in range(n) if batch["kind"][i] in ("image", "volume")]
+        todo = [i for i in todo if not batch["error"][i]]
+        for i in range(n):
+            if batch["kind"][i] == "input":
+                rows[i]["status"] = "error"
+        if not todo:  # skipped, excluded and failed rows only (most batches of a resume)
+            return {**out, **to_columns(rows, SCORED)}
         marker = self._count_attempt(batch)
         if marker is None:
-            for i in range(n):
+            for i in todo:
                 rows[i].update(status="error", error=_poison_message())
             return {**out, **to_columns(rows, SCORED)}
         self._maybe_crash()
-        images = [i for i in range(n) if batch["kind"][i] == "image" and not batch["error"][i]]
+        images = [i for i in todo if batch["kind"][i] == "image"]
         for start in range(0, len(images), self.spec.batch_size):
             self._score_images(batch, images[start : start + self.spec.batch_size], rows)
-        for i in range(n):
-            if batch["kind"][i] == "volume" and not batch["error"][i]:
+        for i in todo:
+            if batch["kind"][i] == "volume":
                 rows[i].update(self._score_volume(batch["source"][i], batch["key_id"][i]))
-            elif batch["kind"][i] == "input":
-                rows[i]["status"] = "error"
         marker.unlink(missing_ok=True)
         return {**out, **to_columns(rows, SCORED)}
 
