@@ -162,6 +162,27 @@ def _eval(
     )
 
 
+def _add_ray_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local: this process (default); ray: a Ray cluster, Parquet shards, resumable",
+    )
+    p.add_argument("--address", help="ray: auto (the cluster on this machine) or ray://HEAD:10001")
+    p.add_argument("--workers", type=int, help="ray: model actors (default: one per GPU)")
+    p.add_argument("--gpus-per-worker", type=float, help="ray: GPUs per actor (0: CPU actors)")
+    p.add_argument("--path-column", help="ray: path column of CSV/Parquet manifests (path)")
+    p.add_argument(
+        "--maps",
+        action="store_true",
+        help="ray: write overlay PNGs and anomaly NIfTI maps too (the local engine always does)",
+    )
+    p.add_argument(
+        "--retry-errors", action="store_true", help="ray: on resume, score error rows again"
+    )
+
+
 def _print_eval(result, out: Path) -> None:
     print((out / "metrics.md").read_text().rstrip())
     print(f"reports in {out}: metrics.json, metrics.md, scores.csv, heatmaps.png, roc.png")
@@ -187,6 +208,19 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_predict(args: argparse.Namespace) -> int:
     from anomed.engine.predict import predict_run
 
+    if args.engine == "ray":
+        return cmd_predict_ray(args)
+    ray_only = {
+        "--address": args.address,
+        "--workers": args.workers,
+        "--gpus-per-worker": args.gpus_per_worker,
+        "--path-column": args.path_column,
+        "--maps": args.maps or None,
+        "--retry-errors": args.retry_errors or None,
+    }
+    used = [flag for flag, value in ray_only.items() if value is not None]
+    if used:
+        raise AnomedError(f"{', '.join(used)}: only with --engine ray. Fix: add --engine ray.")
     report = predict_run(
         args.checkpoint,
         args.inputs,
@@ -201,6 +235,37 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(line)
     if report.n_failed and (args.strict or report.n_failed == len(report.rows)):
         print(f"anomed: {report.n_failed} of {len(report.rows)} inputs failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_predict_ray(args: argparse.Namespace) -> int:
+    from anomed.config import from_dict
+
+    try:
+        from anomed.ray import RayPredictConfig, predict_ray
+    except ImportError as exc:
+        raise AnomedError(
+            f"--engine ray needs Ray ({exc}). Fix: pip install 'anomed[ray]'."
+        ) from exc
+    given = {
+        "address": args.address,
+        "workers": args.workers,
+        "gpus_per_worker": args.gpus_per_worker,
+        "batch_size": args.batch_size,
+        "maps": args.maps,
+        "path_column": args.path_column or "path",
+        "retry_errors": args.retry_errors,
+        "overwrite": args.overwrite,
+        "progress": not args.quiet,
+    }
+    cfg = from_dict(RayPredictConfig, given)
+    report = predict_ray(args.checkpoint, args.inputs, args.output, cfg)
+    for line in report.summary_lines():
+        print(line)
+    written = report.this_run["written"]
+    if report.n_failed and (args.strict or report.n_failed == written):
+        print(f"anomed: {report.n_failed} of {written} inputs failed", file=sys.stderr)
         return 1
     return 0
 
@@ -467,7 +532,11 @@ def build_parser() -> argparse.ArgumentParser:
         "predict", help="score images with a checkpoint: scores, decisions, heatmaps"
     )
     p.add_argument("checkpoint", type=Path, help="folder written by `anomed train`")
-    p.add_argument("inputs", nargs="+", help="image files and/or folders")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        help="image files and/or folders (with --engine ray also CSV/Parquet manifests)",
+    )
     p.add_argument("--output", "-o", default="runs/predict", help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace earlier results there")
     p.add_argument(
@@ -478,6 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--compile", action="store_true", help="torch.compile the backbone (large inputs only)"
     )
+    _add_ray_options(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("bench", help="benchmarks")
