@@ -141,6 +141,8 @@ def test_a_map_from_another_grid_is_refused(heads, tmp_path):
         write_dicom_outputs(shifted, other, "pmap", None, "mediclip")
     out = write_dicom_outputs(series, other, "both", None, "mediclip")
     assert out.seg is None and out.pmap is not None and "no calibrated threshold" in out.note
+    out = write_dicom_outputs(series, other, "seg", -0.5, "mvfa")  # unscored slices hold 0
+    assert out.seg is None and out.pmap is None and "is below 0" in out.note
 
 
 @pytest.mark.slow

@@ -95,6 +95,8 @@ def test_predict_runtime_onnx_gives_pytorchs_decisions(run_factory, phantom_root
     want, _ = _decisions(tmp_path / "torch")
     got, rows = _decisions(tmp_path / "onnx")
     assert got == want and len(got) == 6
+    summary = json.loads((tmp_path / "onnx" / "predictions.json").read_text())
+    assert summary["runtime"] == "onnx" and summary["run"].endswith("model.onnx")
     assert {d for _, d in got.values()} == {"normal", "abnormal"}
     scores = {r["file"]: r["score"] for r in rows}
     for r in _decisions(tmp_path / "torch")[1]:
@@ -155,3 +157,27 @@ def test_stale_edited_and_missing_exports_are_refused(run_factory, tmp_path, cap
         load_onnx_detector(run / "model.onnx")
     with pytest.raises(AnomedError, match="holds no model.onnx"):
         load_onnx_detector(tmp_path)
+
+
+@pytest.mark.slow
+def test_large_weights_go_to_a_data_file_that_travels_with_the_graph(
+    run_factory, tmp_path, monkeypatch
+):
+    monkeypatch.setattr("anomed.export.onnx._EXTERNAL_ABOVE", 0)  # as a > 2 GiB model would
+    target = tmp_path / "big" / "model.onnx"
+    report = export_run(run_factory("mediclip"), target)
+    assert report.check.passed
+    assert sorted(p.name for p in target.parent.iterdir()) == [
+        "model.json",
+        "model.onnx",
+        "model.onnx.data",
+    ]
+    assert (
+        json.loads((target.parent / "model.json").read_text())["external_data"] == "model.onnx.data"
+    )
+    assert target.stat().st_size < 1_000_000 < (target.parent / "model.onnx.data").stat().st_size
+    moved = tmp_path / "moved"
+    target.parent.rename(moved)  # the pair works wherever it goes
+    detector = load_onnx_detector(moved / "model.onnx", device="cpu")
+    scores, maps = detector.score_batch(np.zeros((1, 112, 112, 3), np.float32))
+    assert maps.shape == (1, 112, 112) and np.isfinite(scores).all()

@@ -252,7 +252,9 @@ def _check_options(runtime: str, dicom_out: str | None, compile_backbone: bool) 
         raise AnomedError(f"--dicom-out {dicom_out}: use seg, pmap or both")
 
 
-def _load(checkpoint, runtime: str, device: str, batch_size: int, compile_backbone: bool):
+def _load(
+    checkpoint: str | Path, runtime: str, device: str, batch_size: int, compile_backbone: bool
+) -> Detector:
     """The torch Detector of a run, or the OnnxDetector of its export (same interface)."""
     if runtime == "onnx":
         from anomed.export.runtime import load_onnx_detector
@@ -358,6 +360,7 @@ def _write_summary(report: PredictReport, detector: Detector) -> None:
     info = detector.info
     payload = {
         "run": display_path(detector.run_dir) if detector.run_dir else None,
+        "runtime": getattr(detector, "runtime", "torch"),
         "method": info.run.method,
         "preset": info.run.preset,
         "threshold": detector.threshold,

@@ -233,6 +233,9 @@ def write_dicom_outputs(
     if kind in ("seg", "both"):
         if threshold is None:
             out.note = "no DICOM SEG: the checkpoint has no calibrated threshold"
+        elif threshold < 0:  # unscored (empty) slices hold 0 in the map: they would count
+            out.note = f"no DICOM SEG: the threshold {threshold:.4g} is below 0, the map's value "
+            out.note += "on unscored slices"
         else:
             out.seg = write_seg(
                 instances, frames, threshold, map_path.with_name(f"{stem}_seg.dcm"), method
@@ -264,7 +267,7 @@ def dicom_row_fields(detector, source: Path, map_path: Path, out: Path, kind: st
         )
     except AnomedError as exc:
         return {"error": f"DICOM outputs not written: {exc}"}
-    except (ValueError, TypeError, AttributeError, KeyError) as exc:  # highdicom's checks
+    except (ValueError, TypeError, AttributeError, KeyError, OSError) as exc:  # highdicom, disk
         return {"error": f"DICOM outputs not written: {type(exc).__name__}: {exc}"}
     fields = {"dicom_note": result.note} if result.note else {}
     for key, path in (("dicom_seg", result.seg), ("dicom_pmap", result.pmap)):

@@ -39,7 +39,7 @@ from anomed.config import to_dict
 from anomed.data.datasets import load_sample
 from anomed.engine.checkpoint import WEIGHTS, CheckpointInfo, load_checkpoint
 from anomed.errors import AnomedError
-from anomed.export.graph import freeze_for_export
+from anomed.export.graph import check_exportable, freeze_for_export
 from anomed.methods.base import AnomalyMethod
 from anomed.outputs import dumps_json
 
@@ -310,6 +310,7 @@ def export_run(
     self-check passed; on any failure nothing is left behind (an earlier export stays)."""
     run = Path(run)
     method, info = load_checkpoint(run, "cpu")
+    check_exportable(method)  # before any work: a refusal is one line, at once
     target = Path(os.path.abspath(output or run / MODEL_NAME))
     _check_target(target, overwrite)
     images, source = check_images(info, method.backbone.image_size)

@@ -36,7 +36,7 @@ class OnnxDetector(Detector):
         self.info = info
         self.path = path
         self.batch_size = batch_size
-        self.run_dir = path.parent
+        self.run_dir = path  # what predictions.json names as their source: this very file
         on_gpu = "CUDAExecutionProvider" in session.get_providers()
         self.device = torch.device("cuda" if on_gpu else "cpu")
         self.mean = np.array(sidecar["input"]["mean"], np.float32)
