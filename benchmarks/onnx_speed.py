@@ -5,7 +5,7 @@
         --image-size 224 --batch-sizes 1 8 --iters 10 --device cpu
 
 Each method's `anomed bench speed --runtime onnx` JSON report is kept beside the table
-(runs/onnx_speed/<method>.json). Random-init backbone: speed does not depend on the weights.
+(runs/onnx_speed/<method>/speed.json). Random-init backbone: speed does not depend on the weights.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def main() -> None:
             adapt=False,
             onnx=True,
         )
-        report = run_speed(cfg, out / f"{method}.json")
+        report = run_speed(cfg, out / method)
         print(report["summary"], flush=True)
         lines += method_lines(report)
     title = (
@@ -76,7 +76,9 @@ def main() -> None:
     table = "\n".join([title, "", *lines])
     (out / "table.md").write_text(table + "\n")
     (out / "reports.json").write_text(
-        json.dumps([json.loads((out / f"{m}.json").read_text()) for m in args.methods], indent=1)
+        json.dumps(
+            [json.loads((out / m / "speed.json").read_text()) for m in args.methods], indent=1
+        )
     )
     print(table)
 

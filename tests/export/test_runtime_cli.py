@@ -17,11 +17,11 @@ def test_predict_runtime_onnx_needs_an_export(phantom_root, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_bench_speed_times_onnx_beside_pytorch(tmp_path, capsys):
-    out = tmp_path / "speed.json"
+    out = tmp_path / "speed"
     argv = ["bench", "speed", "--method", "memorybank", "--image-size", "112", "--k", "2"]
     argv += ["--batch-sizes", "1", "2", "--iters", "1", "--precisions", "fp32", "--no-adapt"]
     assert main([*argv, "--runtime", "onnx", "-o", str(out)]) == 0
-    report = json.loads(out.read_text())
+    report = json.loads((out / "speed.json").read_text())
     rows = report["onnx_inference"]
     assert [r["batch"] for r in rows] == [1, 2] and all(r["img_per_s"] > 0 for r in rows)
     assert {r["provider"] for r in rows} == {"CPUExecutionProvider"}
