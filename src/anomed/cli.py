@@ -209,6 +209,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from anomed.engine.predict import predict_run
 
     if args.engine == "ray":
+        if args.runtime != "torch" or args.dicom_out:
+            raise AnomedError(
+                "--runtime onnx and --dicom-out work with the local engine only. Fix: drop "
+                "them, or drop --engine ray."
+            )
         return cmd_predict_ray(args)
     ray_only = {
         "--address": args.address,
@@ -230,6 +235,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         compile_backbone=args.compile,
         overwrite=args.overwrite,
+        runtime=args.runtime,
+        dicom_out=args.dicom_out,
     )
     for line in report.summary_lines(per_row=len(report.rows) <= 50):
         print(line)
@@ -270,6 +277,14 @@ def cmd_predict_ray(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from anomed.export.onnx import export_run
+
+    report = export_run(args.run, args.output, overwrite=args.overwrite, opset=args.opset)
+    for line in report.lines():
+        print(line)
+
+
 def cmd_zeroshot(args: argparse.Namespace) -> None:
     from anomed.engine.protocols import zero_shot_leave_one_out
 
@@ -297,6 +312,7 @@ def cmd_bench_speed(args: argparse.Namespace) -> None:
         compile=args.compile,
         num_workers=args.num_workers,
         profile=args.profile,
+        onnx=args.runtime == "onnx",
     )
     report = run_speed(cfg, args.output)
     print(report["summary"])
@@ -531,7 +547,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "predict", help="score images with a checkpoint: scores, decisions, heatmaps"
     )
-    p.add_argument("checkpoint", type=Path, help="folder written by `anomed train`")
+    p.add_argument(
+        "checkpoint",
+        type=Path,
+        help="folder written by `anomed train` (--runtime onnx: that folder after `anomed "
+        "export`, or an exported .onnx file)",
+    )
     p.add_argument(
         "inputs",
         nargs="+",
@@ -548,7 +569,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--compile", action="store_true", help="torch.compile the backbone (large inputs only)"
     )
     _add_ray_options(p)
+    p.add_argument(
+        "--runtime",
+        choices=["torch", "onnx"],
+        default="torch",
+        help="torch (default) or onnx: the exported model under onnxruntime (CUDA if present)",
+    )
+    p.add_argument(
+        "--dicom-out",
+        choices=["seg", "pmap", "both"],
+        help="for DICOM series inputs: also write a DICOM Segmentation (above the threshold) "
+        "and/or Parametric Map on the source series (other inputs: no DICOM objects)",
+    )
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "export", help="export a trained detector (ONNX graph + JSON settings), self-checked"
+    )
+    p.add_argument("run", type=Path, help="folder written by `anomed train`")
+    p.add_argument("--format", choices=["onnx"], default="onnx", help="export format")
+    p.add_argument("--output", "-o", help="output file (default RUN/model.onnx)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (17 or newer)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export there")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("bench", help="benchmarks")
     bench_sub = _subparsers(p, "bench_command", "BENCH")
@@ -607,6 +650,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int, default=0, help="data-loading workers")
     p.add_argument(
         "--profile", action="store_true", help="add the top operators of inference and training"
+    )
+    p.add_argument(
+        "--runtime",
+        choices=["torch", "onnx"],
+        default="torch",
+        help="onnx: also time the exported ONNX graph under onnxruntime, beside PyTorch",
     )
     p.add_argument("--output", "-o", default="runs/bench/speed", help="folder for speed.json")
     p.set_defaults(func=cmd_bench_speed)

@@ -49,6 +49,7 @@ class SpeedConfig:
     compile: bool = False  # torch.compile the frozen blocks first
     num_workers: Annotated[int, Bounds(0, 64)] = 0  # data-loading workers for the adaptation
     profile: bool = False  # add operator profiles of inference and of adaptation steps
+    onnx: bool = False  # also time the exported ONNX graph under onnxruntime (fp32)
 
 
 def _sync(device: torch.device) -> None:
@@ -250,6 +251,10 @@ def run_speed(cfg: SpeedConfig, output: str | Path | None = None) -> dict:
         "threads": torch.get_num_threads(),
         "inference": inference_speed(method, cfg, device),
     }
+    if cfg.onnx:
+        from anomed.export.bench import onnx_inference_speed
+
+        report["onnx_inference"] = onnx_inference_speed(method, cfg.batch_sizes, cfg.iters, device)
     if cfg.adapt:
         report["adaptation"] = _adaptation_rows(cfg, backbone, device)
     if cfg.profile:
@@ -277,6 +282,10 @@ def summary_line(report: dict) -> str:
     ]
     if single:
         parts.append(f"latency {min(r['latency_ms'] for r in single):.1f} ms")
+    onnx = [r for r in report.get("onnx_inference", []) if "img_per_s" in r]
+    if onnx:
+        fast = max(onnx, key=lambda r: r["img_per_s"])
+        parts.append(f"ONNX Runtime {fast['img_per_s']:.1f} img/s (batch {fast['batch']}, fp32)")
     if report.get("adaptation"):
         a = min(report["adaptation"], key=lambda r: r["seconds"])
         cached = ", cached features" if a["cache"] else ""

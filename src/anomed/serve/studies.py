@@ -23,8 +23,8 @@ from anomed.config import to_dict
 from anomed.data.io import read_image
 from anomed.data.volumes import normalize_volume, read_volume, slice_volume
 from anomed.engine.detector import Detector
-from anomed.outputs import finite_or_none
 from anomed.engine.volumes import predict_volume
+from anomed.outputs import finite_or_none
 from anomed.serve.batching import BatchedDetector, MicroBatcher
 from anomed.serve.uploads import StagedFile
 from anomed.viz.overlay import _fit, heatmap_overlay, save_prediction_png
