@@ -132,19 +132,22 @@ def inference_speed(method: AnomalyMethod, cfg: SpeedConfig, device: torch.devic
                 with torch.inference_mode(), autocast(device, precision == "bf16"):
                     return method(images)
 
-            with PeakMemory(device) as memory:
-                seconds = _timed(step, device, cfg.iters)
-            rows.append(
-                {
-                    "precision": precision,
-                    "batch": batch,
-                    "seconds": seconds,
-                    "img_per_s": batch / seconds,
-                    "latency_ms": 1000 * seconds / batch,
-                    "peak_memory_mib": memory.peak_mib,
-                }
-            )
+            rows.append({"precision": precision, **timed_batch(step, device, batch, cfg.iters)})
     return rows
+
+
+def timed_batch(step: Callable[[], object], device: torch.device, batch: int, iters: int) -> dict:
+    """One speed row: median seconds of `step` on a batch, img/s, per-image latency, peak
+    memory (the device's allocations on cuda, the process's resident set on CPU)."""
+    with PeakMemory(device) as memory:
+        seconds = _timed(step, device, iters)
+    return {
+        "batch": batch,
+        "seconds": seconds,
+        "img_per_s": batch / seconds,
+        "latency_ms": 1000 * seconds / batch,
+        "peak_memory_mib": memory.peak_mib,
+    }
 
 
 def _random_support(k: int, size: int, seed: int = 0, labelled: bool = True) -> SupportSet:

@@ -19,7 +19,6 @@ checked with a batch of 8, which proves the batch axis is really dynamic.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -37,7 +36,7 @@ import torch
 from anomed import __version__
 from anomed.config import to_dict
 from anomed.data.datasets import load_sample
-from anomed.engine.checkpoint import WEIGHTS, CheckpointInfo, load_checkpoint
+from anomed.engine.checkpoint import WEIGHTS, CheckpointInfo, load_checkpoint, sha256_file
 from anomed.errors import AnomedError
 from anomed.export.graph import check_exportable, freeze_for_export
 from anomed.methods.base import AnomalyMethod
@@ -53,14 +52,6 @@ _EXTERNAL_ABOVE = 1_800_000_000  # bytes of weights above which they go to a .da
 def sidecar_path(onnx_path: str | Path) -> Path:
     """`model.onnx` -> `model.json`: the settings written beside the graph."""
     return Path(onnx_path).with_suffix(".json")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _import_runtime():

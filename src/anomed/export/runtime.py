@@ -14,10 +14,10 @@ import numpy as np
 import torch
 
 from anomed.config import from_dict
-from anomed.engine.checkpoint import WEIGHTS, CheckpointInfo
+from anomed.engine.checkpoint import WEIGHTS, CheckpointInfo, sha256_file
 from anomed.engine.detector import Detector
 from anomed.errors import AnomedError
-from anomed.export.onnx import MODEL_NAME, _import_runtime, normalise, sha256_file, sidecar_path
+from anomed.export.onnx import MODEL_NAME, _import_runtime, normalise, sidecar_path
 
 
 class OnnxDetector(Detector):
