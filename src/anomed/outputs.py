@@ -27,8 +27,13 @@ def check_output_dir(
     overwrite: bool = False,
     inputs: Sequence[str | Path] = (),
     flag: str = "--output",
+    protect: Sequence[str | Path] = (),
 ) -> Path:
-    """The absolute output folder, after refusing every place that would lose or mix results."""
+    """The absolute output folder, after refusing every place that would lose or mix results.
+
+    `inputs` (files or folders) must neither hold the output folder nor lie inside it (writing
+    it would delete them); `protect` (e.g. the checkpoint being evaluated) must not lie inside
+    it. Paths are compared as given and with symbolic links resolved."""
     if str(path).strip() == "":
         raise AnomedError(f"{flag} '': an empty path. Fix: name a folder, e.g. {flag} runs/x.")
     out = Path(os.path.abspath(Path(path).expanduser()))
@@ -36,10 +41,17 @@ def check_output_dir(
         raise AnomedError(f"{flag} {path}: is a file, not a folder. Fix: pick another {flag}.")
     for item in inputs:
         source = Path(os.path.abspath(Path(item).expanduser()))
-        if source.is_dir() and (out == source or source in out.parents):
+        if source.is_dir() and _within(out, source):
             raise AnomedError(
                 f"{flag} {path}: lies inside the input folder {item}, so a later run would "
                 f"read its own outputs. Fix: pick a {flag} outside {item}."
+            )
+    for item in [*inputs, *protect]:
+        source = Path(os.path.abspath(Path(item).expanduser()))
+        if os.path.lexists(source) and _within(source, out):
+            raise AnomedError(
+                f"{flag} {path}: holds {item}, which writing the output folder would delete. "
+                f"Fix: pick a {flag} that does not contain it."
             )
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise AnomedError(
@@ -48,6 +60,14 @@ def check_output_dir(
         )
     _check_writable(out, flag, path)
     return out
+
+
+def _within(path: Path, folder: Path) -> bool:
+    """`path` is `folder` or lies inside it, as written or with symbolic links resolved."""
+    for p, f in ((path, folder), (Path(os.path.realpath(path)), Path(os.path.realpath(folder)))):
+        if p == f or f in p.parents:
+            return True
+    return False
 
 
 def _check_writable(out: Path, flag: str, given: str | Path) -> None:

@@ -206,8 +206,7 @@ def predict_run(
     if batch_size < 1:
         raise AnomedError(f"--batch-size {batch_size}: must be at least 1")
     _check_options(runtime, dicom_out, compile_backbone)
-    folders = [p for p in inputs if Path(p).is_dir()]
-    out = check_output_dir(output_dir, overwrite, inputs=folders)
+    out = check_output_dir(output_dir, overwrite, inputs=inputs)
     files, volumes, problems, excluded = collect_inputs(inputs)
     if not files and not volumes:
         detail = "; ".join(f"{display_path(p)}: {why}" for p, why in problems) or "nothing given"

@@ -65,8 +65,7 @@ def check_output(path: str | Path, rid: str, overwrite: bool, inputs: Sequence[s
     """OUT, checked before any work and left untouched: refused when it is a file, unwritable,
     inside an input folder, or holds anything but an earlier Ray run of the same checkpoint
     (the resume case) unless --overwrite."""
-    folders = [p for p in inputs if Path(p).is_dir()]
-    out = check_output_dir(path, overwrite=True, inputs=folders)
+    out = check_output_dir(path, overwrite=True, inputs=inputs)
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         earlier = _read_run_file(out)
         if earlier is None:

@@ -1,0 +1,44 @@
+"""Output folders: never one that would delete or re-read the inputs (anomed.outputs)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from anomed.errors import AnomedError
+from anomed.outputs import check_output_dir
+
+
+@pytest.fixture
+def tree(tmp_path):
+    (tmp_path / "data" / "scans").mkdir(parents=True)
+    (tmp_path / "data" / "scans" / "a.png").write_bytes(b"x")
+    return tmp_path
+
+
+def test_output_holding_an_input_folder_is_refused_even_with_overwrite(tree):
+    with pytest.raises(AnomedError, match="holds .*scans.* would delete"):
+        check_output_dir(tree / "data", overwrite=True, inputs=[tree / "data" / "scans"])
+
+
+def test_output_holding_an_input_file_is_refused_even_with_overwrite(tree):
+    image = tree / "data" / "scans" / "a.png"
+    with pytest.raises(AnomedError, match="a.png, which writing the output folder would delete"):
+        check_output_dir(tree / "data" / "scans", overwrite=True, inputs=[image])
+
+
+def test_protected_path_inside_the_output_is_refused(tree):
+    with pytest.raises(AnomedError, match="would delete"):
+        check_output_dir(tree / "data", overwrite=True, protect=[tree / "data" / "scans"])
+
+
+def test_output_inside_an_input_through_a_symlink_is_refused(tree):
+    os.symlink(tree / "data", tree / "link")
+    with pytest.raises(AnomedError, match="inside the input folder"):
+        check_output_dir(tree / "link" / "scans" / "out", inputs=[tree / "data" / "scans"])
+
+
+def test_output_beside_the_inputs_is_accepted(tree):
+    out = check_output_dir(tree / "out", overwrite=True, inputs=[tree / "data" / "scans"])
+    assert out == tree / "out"
