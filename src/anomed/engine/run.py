@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -287,6 +288,14 @@ def calibrate(
     if not val_items:
         return Calibration(target_fpr=target_fpr)
     res = evaluate_items(method, val_items, batch, device, amp)
+    finite = np.isfinite(res.scores) & np.isfinite(res.maps).all(axis=(1, 2))  # (N,)
+    if not finite.all():  # a NaN threshold or colour scale would be saved, refused at load
+        raise AnomedError(
+            f"calibration: the trained model gives a non-finite (NaN/Inf) score or map on "
+            f"{int((~finite).sum())} of {finite.size} validation images, so no threshold can be "
+            "calibrated; nothing was saved. Fix: retrain (e.g. with a lower learning rate or "
+            "another --seed), and check the validation images."
+        )
     lo, hi = map_range(res.maps)
     normals = res.scores[res.labels == 0]
     threshold = calibrate_threshold(normals, target_fpr) if normals.size else None

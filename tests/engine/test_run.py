@@ -1,0 +1,44 @@
+"""Training jobs (anomed.engine.run): calibration never saves a threshold it cannot load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from anomed.engine import run
+from anomed.engine.evaluate import EvalResult
+from anomed.errors import AnomedError
+
+
+def _validation(scores, maps) -> EvalResult:
+    n = len(scores)
+    return EvalResult(
+        metrics={},
+        labels=np.zeros(n, np.int64),
+        scores=np.asarray(scores, np.float32),
+        maps=np.asarray(maps, np.float16),
+        masks=np.zeros((n, 2, 2), bool),
+        has_mask=np.zeros(n, bool),
+    )
+
+
+@pytest.mark.parametrize("bad", ["score", "map"])
+def test_calibration_refuses_non_finite_validation_outputs(monkeypatch, bad):
+    """A NaN validation score used to become a NaN threshold: the checkpoint was saved, and
+    every later load failed on 'calibration.threshold: expected a finite number'."""
+    scores, maps = [0.1, 0.2, 0.3], np.zeros((3, 2, 2))
+    if bad == "score":
+        scores[1] = float("nan")
+    else:
+        maps[2, 0, 0] = np.inf
+    monkeypatch.setattr(run, "evaluate_items", lambda *a: _validation(scores, maps))
+    with pytest.raises(AnomedError, match="non-finite .* on 1 of 3 validation images"):
+        run.calibrate(None, [{}], 4, torch.device("cpu"), 0.05)
+
+
+def test_calibration_on_finite_validation_outputs(monkeypatch):
+    maps = np.linspace(0, 1, 12).reshape(3, 2, 2)
+    monkeypatch.setattr(run, "evaluate_items", lambda *a: _validation([0.1, 0.2, 0.3], maps))
+    cal = run.calibrate(None, [{}], 4, torch.device("cpu"), 0.05)
+    assert cal.threshold == pytest.approx(0.3) and cal.map_min < cal.map_max
