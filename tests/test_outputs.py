@@ -42,3 +42,11 @@ def test_output_inside_an_input_through_a_symlink_is_refused(tree):
 def test_output_beside_the_inputs_is_accepted(tree):
     out = check_output_dir(tree / "out", overwrite=True, inputs=[tree / "data" / "scans"])
     assert out == tree / "out"
+
+
+def test_a_dangling_symlink_output_is_refused_before_any_work(tree):
+    """A link to a missing folder passed the checks, then failed with a traceback when the
+    run folder was swapped in (rename onto a link) or emptied (mkdir on a link)."""
+    os.symlink(tree / "gone", tree / "out")
+    with pytest.raises(AnomedError, match="symbolic link to .*gone, which does not exist"):
+        check_output_dir(tree / "out", overwrite=True)

@@ -37,6 +37,11 @@ def check_output_dir(
     if str(path).strip() == "":
         raise AnomedError(f"{flag} '': an empty path. Fix: name a folder, e.g. {flag} runs/x.")
     out = Path(os.path.abspath(Path(path).expanduser()))
+    if out.is_symlink() and not out.exists():
+        raise AnomedError(
+            f"{flag} {path}: a symbolic link to {os.readlink(out)}, which does not exist. Fix: "
+            f"create that folder, remove the link, or pick another {flag}."
+        )
     if out.exists() and not out.is_dir():
         raise AnomedError(f"{flag} {path}: is a file, not a folder. Fix: pick another {flag}.")
     for item in inputs:
