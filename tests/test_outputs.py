@@ -50,3 +50,15 @@ def test_a_dangling_symlink_output_is_refused_before_any_work(tree):
     os.symlink(tree / "gone", tree / "out")
     with pytest.raises(AnomedError, match="symbolic link to .*gone, which does not exist"):
         check_output_dir(tree / "out", overwrite=True)
+
+
+def test_a_staged_output_needs_a_writable_parent(tree, monkeypatch):
+    """train/eval/import build the new folder beside the old one and swap it in at the end: an
+    existing writable folder under a read-only parent passed the check, and the run failed
+    with a PermissionError traceback after all its work."""
+    (tree / "out").mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: real(p, mode) and str(p) != str(tree))
+    assert check_output_dir(tree / "out", overwrite=True) == tree / "out"  # written in place
+    with pytest.raises(AnomedError, match="is not writable"):
+        check_output_dir(tree / "out", overwrite=True, staged=True)

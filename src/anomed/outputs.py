@@ -28,12 +28,14 @@ def check_output_dir(
     inputs: Sequence[str | Path] = (),
     flag: str = "--output",
     protect: Sequence[str | Path] = (),
+    staged: bool = False,
 ) -> Path:
     """The absolute output folder, after refusing every place that would lose or mix results.
 
     `inputs` (files or folders) must neither hold the output folder nor lie inside it (writing
     it would delete them); `protect` (e.g. the checkpoint being evaluated) must not lie inside
-    it. Paths are compared as given and with symbolic links resolved."""
+    it. Paths are compared as given and with symbolic links resolved. `staged`: the folder will
+    be written with `staged_dir`, which works in its parent, so the parent must be writable."""
     if str(path).strip() == "":
         raise AnomedError(f"{flag} '': an empty path. Fix: name a folder, e.g. {flag} runs/x.")
     out = Path(os.path.abspath(Path(path).expanduser()))
@@ -63,7 +65,7 @@ def check_output_dir(
             f"{flag} {path}: folder is not empty (earlier results). Fix: pass --overwrite to "
             f"replace it, or pick another {flag}."
         )
-    _check_writable(out, flag, path)
+    _check_writable(out.parent if staged else out, flag, path)
     return out
 
 
