@@ -62,3 +62,24 @@ def test_a_staged_output_needs_a_writable_parent(tree, monkeypatch):
     assert check_output_dir(tree / "out", overwrite=True) == tree / "out"  # written in place
     with pytest.raises(AnomedError, match="is not writable"):
         check_output_dir(tree / "out", overwrite=True, staged=True)
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def test_written_folders_and_files_get_the_umask_mode(tree, umask_022):
+    """Run folders came out 0700 and result files 0600 (mkdtemp / mkstemp modes), so a
+    colleague or a service account could not read a run or its reports."""
+    from anomed.engine.checkpoint import _atomic_write
+    from anomed.outputs import staged_dir, write_json
+
+    with staged_dir(tree / "run") as stage:
+        write_json(stage / "metrics.json", {"a": 1})
+        _atomic_write(stage / "config.yaml", lambda tmp: open(tmp, "w").close())
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tree / "run").rglob("*")}
+    assert (tree / "run").stat().st_mode & 0o777 == 0o755
+    assert modes == {"metrics.json": 0o644, "config.yaml": 0o644}

@@ -13,6 +13,7 @@ import contextlib
 import json
 import math
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -98,7 +99,8 @@ def staged_dir(target: str | Path) -> Iterator[Path]:
     """
     target = Path(os.path.abspath(target))
     target.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
+    stage = temp_sibling(target, ".partial-")
+    stage.mkdir()  # mode from the umask, like any folder (mkdtemp's 0700 would stay on the run)
     try:
         yield stage
     except BaseException:
@@ -147,13 +149,19 @@ def write_json(path: str | Path, payload: Any) -> Path:
     return write_text(path, dumps_json(payload) + "\n")
 
 
+def temp_sibling(path: Path, tag: str = ".") -> Path:
+    """An unused hidden name beside `path` (`.<name><tag><random>`), not created: files and
+    folders made there get the umask's mode, unlike mkstemp's 0600 / mkdtemp's 0700."""
+    return path.with_name(f".{path.name}{tag}{secrets.token_hex(6)}")
+
+
 def write_text(path: str | Path, text: str) -> Path:
     """Write a text file atomically: a temporary sibling, then a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    tmp = temp_sibling(path)
     try:
-        with os.fdopen(fd, "w") as fh:
+        with open(tmp, "x") as fh:
             fh.write(text)
         os.replace(tmp, path)
     finally:

@@ -191,3 +191,15 @@ def test_output_folder_holding_an_input_or_manifest_is_refused(tmp_path):
     for item in (tmp_path / "list.csv", tmp_path / "a.png"):
         with pytest.raises(AnomedError, match="would delete"):
             shards.check_output(tmp_path, "aaaa", True, [item])
+
+
+def test_shards_get_the_umask_mode(tmp_path):
+    import pyarrow as pa
+
+    old = os.umask(0o022)
+    try:
+        shards._atomic_parquet(pa.table({"a": [1]}), tmp_path / "part-x.parquet")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "part-x.parquet").stat().st_mode & 0o777 == 0o644  # was 0600
+    assert [p.name for p in tmp_path.iterdir()] == ["part-x.parquet"]
