@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -322,10 +323,8 @@ def eval_run(
             raise AnomedError(f"--batch-size {batch_size}: must be at least 1")
     dev = resolve_device(device)
     method, info = load_checkpoint(checkpoint, dev)
-    if data_root is None:  # the training dataset: the same images held out of test as in training
-        splits = load_splits(info.run, log=lambda _: None)
-    else:
-        splits = load_dataset(data_root, "auto")
+    splits = eval_splits(info, data_root)
+    if data_root is not None:
         method.set_class_name(class_name_of(splits, class_name))
     out = Path(output_dir or Path(checkpoint) / "eval" / splits.name)
     out = check_output_dir(out, overwrite, inputs=[splits.root], protect=[checkpoint], staged=True)
@@ -342,6 +341,16 @@ def eval_run(
     with staged_dir(out) as stage:
         write_eval_report(stage, result, splits, info, label, seconds)
     return result, out
+
+
+def eval_splits(info: CheckpointInfo, data_root: str | None) -> DatasetSplits:
+    """The dataset to test on: `data_root`, or the training dataset when None. The training
+    dataset (also when named again) is read as in training: its layout, and the abnormal
+    images moved into the training pool (shots) kept out of the test set."""
+    trained_on = info.run.data.root
+    if data_root is None or os.path.realpath(data_root) == os.path.realpath(trained_on):
+        return load_splits(info.run, log=lambda _: None)
+    return load_dataset(data_root, "auto")
 
 
 def history(run_dir: str | Path) -> list[dict]:
