@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import anomed
+from anomed.api import run_config
 
 
 def test_import_anomed_loads_no_torch():
@@ -55,3 +56,10 @@ def test_random_init_backbone_leaves_the_callers_rng_alone():
     torch.manual_seed(123)
     anomed.load_backbone(anomed.BackboneConfig(model="anomed-tiny", image_size=64))
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_output_none_means_the_default_folder(tmp_path):
+    """output=None used to become the text "None": the run went to a folder named None."""
+    cfg = run_config(tmp_path / "data", output=None)
+    assert cfg.output_dir == ""
+    assert run_config(tmp_path / "data", output=tmp_path / "r").output_dir == str(tmp_path / "r")

@@ -48,7 +48,9 @@ def run_config(
     for name, value in fields.items():
         if name not in keys:
             raise TypeError(f"unknown setting {name!r}; use one of {sorted(keys)} or overrides=")
-        set_dotted(base, keys[name], str(value) if name == "output" else value)
+        if name == "output":  # a Path as text; None: the default folder, never "None"
+            value = "" if value is None else str(value)
+        set_dotted(base, keys[name], value)
         if name == "seed":
             set_dotted(base, "train.seed", value)
     for key, value in (overrides or {}).items():

@@ -13,6 +13,7 @@ import contextlib
 import json
 import math
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -27,27 +28,54 @@ def check_output_dir(
     overwrite: bool = False,
     inputs: Sequence[str | Path] = (),
     flag: str = "--output",
+    protect: Sequence[str | Path] = (),
+    staged: bool = False,
 ) -> Path:
-    """The absolute output folder, after refusing every place that would lose or mix results."""
+    """The absolute output folder, after refusing every place that would lose or mix results.
+
+    `inputs` (files or folders) must neither hold the output folder nor lie inside it (writing
+    it would delete them); `protect` (e.g. the checkpoint being evaluated) must not lie inside
+    it. Paths are compared as given and with symbolic links resolved. `staged`: the folder will
+    be written with `staged_dir`, which works in its parent, so the parent must be writable."""
     if str(path).strip() == "":
         raise AnomedError(f"{flag} '': an empty path. Fix: name a folder, e.g. {flag} runs/x.")
     out = Path(os.path.abspath(Path(path).expanduser()))
+    if out.is_symlink() and not out.exists():
+        raise AnomedError(
+            f"{flag} {path}: a symbolic link to {os.readlink(out)}, which does not exist. Fix: "
+            f"create that folder, remove the link, or pick another {flag}."
+        )
     if out.exists() and not out.is_dir():
         raise AnomedError(f"{flag} {path}: is a file, not a folder. Fix: pick another {flag}.")
     for item in inputs:
         source = Path(os.path.abspath(Path(item).expanduser()))
-        if source.is_dir() and (out == source or source in out.parents):
+        if source.is_dir() and _within(out, source):
             raise AnomedError(
                 f"{flag} {path}: lies inside the input folder {item}, so a later run would "
                 f"read its own outputs. Fix: pick a {flag} outside {item}."
+            )
+    for item in [*inputs, *protect]:
+        source = Path(os.path.abspath(Path(item).expanduser()))
+        if os.path.lexists(source) and _within(source, out):
+            raise AnomedError(
+                f"{flag} {path}: holds {item}, which writing the output folder would delete. "
+                f"Fix: pick a {flag} that does not contain it."
             )
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise AnomedError(
             f"{flag} {path}: folder is not empty (earlier results). Fix: pass --overwrite to "
             f"replace it, or pick another {flag}."
         )
-    _check_writable(out, flag, path)
+    _check_writable(out.parent if staged else out, flag, path)
     return out
+
+
+def _within(path: Path, folder: Path) -> bool:
+    """`path` is `folder` or lies inside it, as written or with symbolic links resolved."""
+    for p, f in ((path, folder), (Path(os.path.realpath(path)), Path(os.path.realpath(folder)))):
+        if p == f or f in p.parents:
+            return True
+    return False
 
 
 def _check_writable(out: Path, flag: str, given: str | Path) -> None:
@@ -71,7 +99,8 @@ def staged_dir(target: str | Path) -> Iterator[Path]:
     """
     target = Path(os.path.abspath(target))
     target.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
+    stage = temp_sibling(target, ".partial-")
+    stage.mkdir()  # mode from the umask, like any folder (mkdtemp's 0700 would stay on the run)
     try:
         yield stage
     except BaseException:
@@ -120,13 +149,19 @@ def write_json(path: str | Path, payload: Any) -> Path:
     return write_text(path, dumps_json(payload) + "\n")
 
 
+def temp_sibling(path: Path, tag: str = ".") -> Path:
+    """An unused hidden name beside `path` (`.<name><tag><random>`), not created: files and
+    folders made there get the umask's mode, unlike mkstemp's 0600 / mkdtemp's 0700."""
+    return path.with_name(f".{path.name}{tag}{secrets.token_hex(6)}")
+
+
 def write_text(path: str | Path, text: str) -> Path:
     """Write a text file atomically: a temporary sibling, then a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    tmp = temp_sibling(path)
     try:
-        with os.fdopen(fd, "w") as fh:
+        with open(tmp, "x") as fh:
             fh.write(text)
         os.replace(tmp, path)
     finally:

@@ -377,3 +377,23 @@ def test_non_finite_scores_never_read_normal(checkpoint):
 def test_namespace_defaults_are_not_lost():
     args = build_parser().parse_args(["-q", "methods"])
     assert isinstance(args, argparse.Namespace) and args.quiet
+
+
+def test_predict_overwrite_never_deletes_its_inputs(tmp_path, capsys):
+    """-o naming the folder that holds the input images is refused before any work, even with
+    --overwrite (it used to empty that folder, inputs included, before scoring them)."""
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    (scans / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    code = main(
+        ["-q", "predict", "no-such-run", str(scans / "a.png"), "-o", str(scans)] + ["--overwrite"]
+    )
+    assert code == 2 and "would delete" in capsys.readouterr().err
+    assert (scans / "a.png").exists()
+
+
+def test_eval_output_cannot_be_the_checkpoint(checkpoint, capsys):
+    """eval -o CHECKPOINT --overwrite would replace the run folder with its own reports."""
+    assert main(["-q", "eval", str(checkpoint), "-o", str(checkpoint), "--overwrite"]) == 2
+    assert "would delete" in capsys.readouterr().err
+    assert (checkpoint / "model.safetensors").is_file()

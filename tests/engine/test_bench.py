@@ -8,6 +8,7 @@ from conftest import SHARED_DATA
 import anomed.engine.bench as bench
 from anomed.cli import main
 from anomed.engine.bench import BenchConfig, run_bench
+from anomed.errors import AnomedError
 
 
 def _cfg(phantom_root, out):
@@ -87,3 +88,20 @@ def test_reduced_grid_with_report(phantom_root, tmp_path, capsys):
     assert "random-init" in html and "<table" in html and "data:image/png;base64" in html
     assert "AUROC" in (out / "tables.md").read_text()
     assert len(list(csv.DictReader(open(out / "results.csv")))) == 4 * len(datasets)
+
+
+def test_a_bad_ablation_fails_before_any_cell_runs(tmp_path, monkeypatch):
+    """A typo in an ablation's method options used to fail cell by cell (logged, skipped)
+    after the phantoms were written and earlier cells had trained."""
+    monkeypatch.setattr(bench, "run_cell", lambda *a: pytest.fail("a cell ran"))
+    cfg = BenchConfig(
+        methods=["memorybank"],
+        datasets={"phantom": str(tmp_path / "phantom")},
+        ks=[2],
+        seeds=[0],
+        ablations={"memorybank": [{"no_such_option": 1}]},
+        output=str(tmp_path / "bench"),
+    )
+    with pytest.raises(AnomedError, match="bench cell memorybank variant no_such_option=1"):
+        run_bench(cfg, progress=False)
+    assert not (tmp_path / "bench").exists() and not (tmp_path / "phantom").exists()

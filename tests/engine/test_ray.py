@@ -182,3 +182,24 @@ def test_a_batch_that_killed_its_actor_three_times_becomes_error_rows(tmp_path):
     assert list(out["status"]) == ["error", "error"] and "pixels" not in out
     assert f"died {MAX_ATTEMPTS} times" in out["error"][0] and "--retry-errors" in out["error"][0]
     assert not list((tmp_path / shards.ATTEMPTS).iterdir())  # the count is spent
+
+
+def test_output_folder_holding_an_input_or_manifest_is_refused(tmp_path):
+    """--overwrite empties OUT before the listing reads the inputs: OUT may not hold them."""
+    (tmp_path / "list.csv").write_text("path\na.png\n")
+    (tmp_path / "a.png").write_bytes(b"x")
+    for item in (tmp_path / "list.csv", tmp_path / "a.png"):
+        with pytest.raises(AnomedError, match="would delete"):
+            shards.check_output(tmp_path, "aaaa", True, [item])
+
+
+def test_shards_get_the_umask_mode(tmp_path):
+    import pyarrow as pa
+
+    old = os.umask(0o022)
+    try:
+        shards._atomic_parquet(pa.table({"a": [1]}), tmp_path / "part-x.parquet")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "part-x.parquet").stat().st_mode & 0o777 == 0o644  # was 0600
+    assert [p.name for p in tmp_path.iterdir()] == ["part-x.parquet"]

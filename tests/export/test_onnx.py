@@ -11,7 +11,7 @@ from anomed.cli import main
 from anomed.engine.detector import load_detector
 from anomed.errors import AnomedError
 from anomed.export import graph as graph_module
-from anomed.export.onnx import export_run
+from anomed.export.onnx import export_run, sha256_file
 from anomed.export.runtime import load_onnx_detector
 from anomed.methods.base import AnomalyOutput
 
@@ -172,12 +172,35 @@ def test_large_weights_go_to_a_data_file_that_travels_with_the_graph(
         "model.onnx",
         "model.onnx.data",
     ]
-    assert (
-        json.loads((target.parent / "model.json").read_text())["external_data"] == "model.onnx.data"
-    )
+    sidecar = json.loads((target.parent / "model.json").read_text())
+    assert sidecar["external_data"] == "model.onnx.data"
+    assert sidecar["external_data_sha256"] == sha256_file(target.parent / "model.onnx.data")
     assert target.stat().st_size < 1_000_000 < (target.parent / "model.onnx.data").stat().st_size
     moved = tmp_path / "moved"
     target.parent.rename(moved)  # the pair works wherever it goes
     detector = load_onnx_detector(moved / "model.onnx", device="cpu")
     scores, maps = detector.score_batch(np.zeros((1, 112, 112, 3), np.float32))
     assert maps.shape == (1, 112, 112) and np.isfinite(scores).all()
+
+
+def test_a_graph_with_another_exports_weights_file_is_refused(tmp_path):
+    """The sidecar hashed only the .onnx graph: with its weights in `model.onnx.data`
+    (models > 1.8 GB), another export's weights file beside the graph went unnoticed."""
+    from anomed.export.runtime import read_sidecar
+
+    graph, data = tmp_path / "model.onnx", tmp_path / "model.onnx.data"
+    graph.write_bytes(b"graph")
+    data.write_bytes(b"weights of this export")
+    sidecar = {
+        "onnx_sha256": sha256_file(graph),
+        "external_data": data.name,
+        "external_data_sha256": sha256_file(data),
+    }
+    (tmp_path / "model.json").write_text(json.dumps(sidecar))
+    assert read_sidecar(graph)["external_data"] == data.name
+    data.write_bytes(b"weights of another export")
+    with pytest.raises(AnomedError, match="model.onnx.data: missing, or not the weights"):
+        read_sidecar(graph)
+    data.unlink()
+    with pytest.raises(AnomedError, match="model.onnx.data: missing"):
+        read_sidecar(graph)

@@ -66,3 +66,21 @@ def test_a_failing_pass_fails_its_callers_and_the_next_pass_runs():
     batcher.close()
     with pytest.raises(BatcherClosed):
         batcher.submit(np.ones((2, 2, 3), np.float32))
+
+
+def test_a_pass_with_the_wrong_number_of_results_fails_its_callers_not_the_worker():
+    """Results not matching the batch (a method's shape bug) used to raise in the worker
+    thread after the forward pass: it died, and its callers and every later caller waited
+    forever."""
+    state = {"short": True}
+
+    def model(images):
+        n = len(images) - 1 if state.pop("short", False) else len(images)
+        return images.mean(axis=(1, 2, 3))[:n], images[:n, ..., 0]
+
+    batcher = MicroBatcher(model, max_batch=4, max_wait_s=0.0)
+    with pytest.raises(ValueError):
+        batcher.submit(np.zeros((2, 2, 3), np.float32)).result(timeout=10)
+    score, _ = batcher.submit(np.ones((2, 2, 3), np.float32)).result(timeout=10)
+    assert score == 1.0
+    batcher.close()

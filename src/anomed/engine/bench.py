@@ -34,7 +34,7 @@ from anomed.config import (
     to_dict,
 )
 from anomed.data.phantoms.brain import PhantomConfig, write_phantom_dataset
-from anomed.engine.run import eval_run, train_run
+from anomed.engine.run import eval_run, train_run, validate_run_config
 from anomed.errors import AnomedError
 from anomed.methods.base import METHODS
 from anomed.metrics import METRIC_KEYS
@@ -111,6 +111,18 @@ def load_bench_config(path: str | Path | None, overrides: dict[str, Any]) -> Ben
     for method in cfg.methods:
         METHODS.get(method)  # unknown names fail before any work
     return cfg
+
+
+def check_grid(cfg: BenchConfig) -> None:
+    """Every cell's run configuration checked (method options of each ablation variant, k)
+    before any cell runs or any data are read: a typo fails at once, not cell by cell."""
+    out = Path(cfg.output)
+    for cell in cells(cfg):
+        try:
+            validate_run_config(run_config(cfg, cell, cfg.datasets[cell.dataset], cell.folder(out)))
+        except AnomedError as exc:
+            variant = f" variant {cell.variant_label}" if cell.variant else ""
+            raise AnomedError(f"bench cell {cell.method}{variant} k={cell.k}: {exc}") from exc
 
 
 def cells(cfg: BenchConfig) -> Iterator[Cell]:
@@ -210,6 +222,7 @@ def run_bench(
     cfg: BenchConfig, progress: bool = True, log: Callable[[str], None] = tqdm.write
 ) -> Path:
     """Run every unfinished cell, then rebuild results.csv and the report."""
+    check_grid(cfg)
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "bench.json", asdict(cfg))

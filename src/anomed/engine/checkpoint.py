@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from anomed.backbone import FrozenCLIP, load_backbone
 from anomed.config import RunConfig, from_dict, load_yaml, to_dict
 from anomed.errors import AnomedError
 from anomed.methods.base import AnomalyMethod, create_method
+from anomed.outputs import temp_sibling
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.yaml"
@@ -63,8 +63,7 @@ def backbone_fingerprint(backbone: FrozenCLIP) -> float:
 
 
 def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
+    tmp = str(temp_sibling(path))  # not mkstemp: its 0600 mode would stay on the file
     try:
         write(tmp)
         os.replace(tmp, path)

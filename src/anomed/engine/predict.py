@@ -206,8 +206,7 @@ def predict_run(
     if batch_size < 1:
         raise AnomedError(f"--batch-size {batch_size}: must be at least 1")
     _check_options(runtime, dicom_out, compile_backbone)
-    folders = [p for p in inputs if Path(p).is_dir()]
-    out = check_output_dir(output_dir, overwrite, inputs=folders)
+    out = check_output_dir(output_dir, overwrite, inputs=inputs)
     files, volumes, problems, excluded = collect_inputs(inputs)
     if not files and not volumes:
         detail = "; ".join(f"{display_path(p)}: {why}" for p, why in problems) or "nothing given"
@@ -232,9 +231,9 @@ def predict_run(
             _add(report, writer, _volume_row(detector, path, out, dicom_out))
             bar.update(1)
         bar.close()
-    finally:
+    finally:  # also after an interruption: the rows so far, marked incomplete
         writer.close()
-        _write_summary(report, detector)
+        _write_summary(report, detector, len(problems) + len(files) + len(volumes))
     if strict and report.n_failed:
         raise AnomedError(
             f"{report.n_failed} of {len(report.rows)} inputs failed (--strict); see "
@@ -356,7 +355,7 @@ def _overlay_name(path: Path, used: set[str]) -> str:
     return name
 
 
-def _write_summary(report: PredictReport, detector: Detector) -> None:
+def _write_summary(report: PredictReport, detector: Detector, n_given: int) -> None:
     info = detector.info
     payload = {
         "run": display_path(detector.run_dir) if detector.run_dir else None,
@@ -365,6 +364,7 @@ def _write_summary(report: PredictReport, detector: Detector) -> None:
         "preset": info.run.preset,
         "threshold": detector.threshold,
         "n_inputs": len(report.rows),
+        "complete": len(report.rows) == n_given,  # False: the run was cut short
         "n_failed": report.n_failed,
         "predictions": report.rows,
         "excluded": [{"file": display_path(f), "reason": r} for f, r in report.excluded],

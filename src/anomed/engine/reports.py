@@ -142,13 +142,18 @@ def _decisions_text(payload: dict, probabilities: bool) -> str:
     )
     if payload["threshold"] is None:
         decided = "No calibrated threshold (saved without validation data): no yes/no decisions."
+    elif payload["acc_calibrated"] is None:
+        decided = (
+            f"Decisions at the calibrated threshold {payload['threshold']:.4f}: accuracy and F1 "
+            "undefined (some test scores are NaN/Inf: those images have no decision)."
+        )
     else:
         decided = (
             f"Decisions at the calibrated threshold {payload['threshold']:.4f} (validation "
             f"normals, FPR {payload['target_fpr']}): accuracy {payload['acc_calibrated']:.3f}, "
             f"F1 {payload['f1_calibrated']:.3f}."
         )
-    if probabilities:
+    if probabilities and payload["acc_0.5"] is not None:
         decided += (
             " Decisions at 0.5 (the papers' rule; this method's scores are probabilities): "
             f"accuracy {payload['acc_0.5']:.3f}, F1 {payload['f1_0.5']:.3f}."
@@ -210,12 +215,13 @@ def _write_grid(path: Path, result: EvalResult, splits: DatasetSplits, cal) -> N
 def decision_metrics(
     labels: np.ndarray, scores: np.ndarray, threshold: float | None, name: str
 ) -> dict[str, float | None]:
-    """Accuracy and F1 of the yes/no decisions `score > threshold` (None without one)."""
+    """Accuracy and F1 of the yes/no decisions `score > threshold`; None without a threshold
+    or when a score is non-finite (such an image has no decision, never "normal")."""
     from sklearn.metrics import f1_score
 
-    if threshold is None:
+    if threshold is None or not np.isfinite(scores).all():
         return {f"acc_{name}": None, f"f1_{name}": None}
-    predicted = np.nan_to_num(scores, nan=-np.inf) > threshold
+    predicted = np.asarray(scores) > threshold
     truth = labels == 1
     return {
         f"acc_{name}": float(np.mean(predicted == truth)),

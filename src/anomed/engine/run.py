@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -167,7 +169,8 @@ def prepare_run(cfg: RunConfig, overwrite: bool = False, log: Log = tqdm.write) 
     """Check everything that can be checked before training; read the data; draw the shots."""
     validate_run_config(cfg)
     output = cfg.output_dir or default_output_dir(cfg)
-    out = check_output_dir(output, overwrite, inputs=[cfg.data.root, *cfg.data.train_roots])
+    inputs = [cfg.data.root, *cfg.data.train_roots]
+    out = check_output_dir(output, overwrite, inputs=inputs, staged=True)
     splits = load_splits(cfg, log)
     split = _shot_split(cfg, splits)
     if cfg.data.train_roots:  # zero-shot: no target shots; validation still from its pool
@@ -287,6 +290,14 @@ def calibrate(
     if not val_items:
         return Calibration(target_fpr=target_fpr)
     res = evaluate_items(method, val_items, batch, device, amp)
+    finite = np.isfinite(res.scores) & np.isfinite(res.maps).all(axis=(1, 2))  # (N,)
+    if not finite.all():  # a NaN threshold or colour scale would be saved, refused at load
+        raise AnomedError(
+            f"calibration: the trained model gives a non-finite (NaN/Inf) score or map on "
+            f"{int((~finite).sum())} of {finite.size} validation images, so no threshold can be "
+            "calibrated; nothing was saved. Fix: retrain (e.g. with a lower learning rate or "
+            "another --seed), and check the validation images."
+        )
     lo, hi = map_range(res.maps)
     normals = res.scores[res.labels == 0]
     threshold = calibrate_threshold(normals, target_fpr) if normals.size else None
@@ -312,13 +323,11 @@ def eval_run(
             raise AnomedError(f"--batch-size {batch_size}: must be at least 1")
     dev = resolve_device(device)
     method, info = load_checkpoint(checkpoint, dev)
-    if data_root is None:  # the training dataset: the same images held out of test as in training
-        splits = load_splits(info.run, log=lambda _: None)
-    else:
-        splits = load_dataset(data_root, "auto")
+    splits = eval_splits(info, data_root)
+    if data_root is not None:
         method.set_class_name(class_name_of(splits, class_name))
     out = Path(output_dir or Path(checkpoint) / "eval" / splits.name)
-    out = check_output_dir(out, overwrite, inputs=[splits.root])
+    out = check_output_dir(out, overwrite, inputs=[splits.root], protect=[checkpoint], staged=True)
     dataset = SampleDataset(splits.test, method.backbone.image_size)
     batch = batch_size or info.fit.get("batch_size") or resolve_schedule(method, 1, None, 16)[1]
     import time
@@ -332,6 +341,16 @@ def eval_run(
     with staged_dir(out) as stage:
         write_eval_report(stage, result, splits, info, label, seconds)
     return result, out
+
+
+def eval_splits(info: CheckpointInfo, data_root: str | None) -> DatasetSplits:
+    """The dataset to test on: `data_root`, or the training dataset when None. The training
+    dataset (also when named again) is read as in training: its layout, and the abnormal
+    images moved into the training pool (shots) kept out of the test set."""
+    trained_on = info.run.data.root
+    if data_root is None or os.path.realpath(data_root) == os.path.realpath(trained_on):
+        return load_splits(info.run, log=lambda _: None)
+    return load_dataset(data_root, "auto")
 
 
 def history(run_dir: str | Path) -> list[dict]:

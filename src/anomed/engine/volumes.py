@@ -5,7 +5,9 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from anomed.data.volumes import (
     write_nifti,
 )
 from anomed.errors import AnomedError
+from anomed.outputs import write_json
 
 if TYPE_CHECKING:
     from anomed.engine.detector import Detector
@@ -116,8 +119,7 @@ def cross_protocol(
     for seq in sequences:
         for view in views:
             data = output / "slices" / f"{seq}_{view}"
-            if not (data / "test").is_dir():
-                export_slices(cases_root, seq, view, data)
+            _current_slices(cases_root, seq, view, data)
             metrics = evaluate(checkpoint, str(data), output / "eval" / f"{seq}_{view}").metrics
             results.setdefault(seq, {})[view] = metrics
             log(
@@ -129,6 +131,30 @@ def cross_protocol(
     (output / "cross_protocol.json").write_text(json.dumps(results, indent=1))
     log(tables)
     return results
+
+
+def _current_slices(cases_root: str | Path, sequence: str, view: str, data: Path) -> None:
+    """Slices of these cases at `data`: reused only when made from the same cases (their
+    folder and cases.json, recorded beside the slices), else written again."""
+    cases = Path(cases_root)
+    index = cases / "cases.json"
+    source = {
+        "cases_root": os.path.abspath(cases),
+        "cases_json_sha256": hashlib.sha256(index.read_bytes()).hexdigest()
+        if index.is_file()
+        else None,
+        "sequence": sequence,
+        "view": view,
+    }
+    record = data.with_name(f"{data.name}.source.json")
+    try:
+        current = json.loads(record.read_text()) == source and (data / "test").is_dir()
+    except (OSError, ValueError):
+        current = False
+    if not current:
+        record.unlink(missing_ok=True)
+        export_slices(cases_root, sequence, view, data, overwrite=True)
+        write_json(record, source)
 
 
 def _pct(value: float | None) -> str:

@@ -356,6 +356,7 @@ def _sidecar(staged: Path, run: Path, info, meta: dict, check: SelfCheck, opset,
         "file": staged.name,
         "onnx_sha256": sha256_file(staged),
         "external_data": data.name if data.exists() else None,
+        "external_data_sha256": sha256_file(data) if data.exists() else None,
         "opset": opset,
         **{k: meta[k] for k in ("method", "preset", "class_name", "image_size")},
         "input": {

@@ -99,6 +99,14 @@ def read_sidecar(path: Path) -> dict:
         raise AnomedError(f"{side}: missing or unreadable export settings ({exc}). {fix}") from exc
     if sha256_file(path) != expected:
         raise AnomedError(f"{path}: does not match {side.name} (replaced or edited). {fix}")
+    data, data_sha = sidecar.get("external_data"), sidecar.get("external_data_sha256")
+    if data and data_sha:  # the graph's weights file: written first, so checked too
+        weights_file = path.parent / str(data)
+        if not weights_file.is_file() or sha256_file(weights_file) != data_sha:
+            raise AnomedError(
+                f"{weights_file}: missing, or not the weights {side.name} was exported with "
+                f"(another export's, or edited). {fix}"
+            )
     weights = path.parent / WEIGHTS
     recorded = (sidecar.get("checkpoint") or {}).get("weights_sha256")
     if weights.is_file() and recorded and sha256_file(weights) != recorded:

@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +29,7 @@ from anomed.data.io import read_image
 from anomed.engine.checkpoint import MANIFEST
 from anomed.engine.outputs import check_output_dir, clear_dir, write_json
 from anomed.errors import AnomedError
+from anomed.outputs import temp_sibling
 from anomed.ray.inputs import WRITTEN_KINDS
 
 SHARDS = "predictions"
@@ -65,8 +65,7 @@ def check_output(path: str | Path, rid: str, overwrite: bool, inputs: Sequence[s
     """OUT, checked before any work and left untouched: refused when it is a file, unwritable,
     inside an input folder, or holds anything but an earlier Ray run of the same checkpoint
     (the resume case) unless --overwrite."""
-    folders = [p for p in inputs if Path(p).is_dir()]
-    out = check_output_dir(path, overwrite=True, inputs=folders)
+    out = check_output_dir(path, overwrite=True, inputs=inputs)
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         earlier = _read_run_file(out)
         if earlier is None:
@@ -212,8 +211,7 @@ def _overlay(batch, i: int, row: dict, out: Path, limits) -> None:
 
 def _atomic_parquet(table: pa.Table, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
+    tmp = str(temp_sibling(path))  # not mkstemp: its 0600 mode would stay on the shard
     try:
         pq.write_table(table, tmp)
         os.replace(tmp, path)

@@ -110,14 +110,17 @@ class MicroBatcher:
             return
         try:
             scores, maps = self.score_fn(np.stack([item.image for item in live]))
-        except BaseException as exc:  # handed to every caller of this batch
+            results = [(float(s), m) for s, m in zip(scores, maps, strict=True)]
+            if len(results) != len(live):
+                raise ValueError(f"{len(results)} results for a batch of {len(live)} images")
+        except BaseException as exc:  # handed to every caller of this batch; the worker lives
             for item in live:
                 item.future.set_exception(exc)
             return
         self.batches += 1
         self.items += len(live)
-        for item, score, amap in zip(live, scores, maps, strict=True):
-            item.future.set_result((float(score), amap))
+        for item, result in zip(live, results, strict=True):
+            item.future.set_result(result)
 
 
 class BatchedDetector:
