@@ -10,8 +10,6 @@ from anomed.backbone import BackboneConfig, load_backbone
 from anomed.cli import main
 from anomed.data.phantoms.brain import PhantomConfig, write_phantom_dataset
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mediclip"
-
 
 @pytest.fixture(scope="session")
 def tiny_backbone():
@@ -24,13 +22,6 @@ def phantom_root(tmp_path_factory) -> Path:
     cfg = PhantomConfig(n_train=12, n_test_normal=3, n_test_abnormal=3, image_size=96, seed=3)
     write_phantom_dataset(root, cfg)
     return root
-
-
-def shared_dataset(name: str) -> Path:
-    path = SHARED_DATA / name
-    if not (path / "samples" / "test.json").is_file():
-        pytest.skip(f"shared data {path} not present")
-    return path
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import shared_dataset
+from shared_data import shared_dataset
 
 from anomed.cli import main
 

@@ -3,7 +3,7 @@
 import csv
 
 import pytest
-from conftest import SHARED_DATA
+from shared_data import SHARED_DATA
 
 import anomed.engine.bench as bench
 from anomed.cli import main

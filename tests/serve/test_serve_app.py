@@ -8,9 +8,9 @@ import httpx
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import LiveServer, dicom_zip, encoded, nifti_bytes, png_bytes, png_header
 from fastapi.testclient import TestClient
 from PIL import Image
+from servekit import LiveServer, dicom_zip, encoded, nifti_bytes, png_bytes, png_header
 
 from anomed.serve import ServeConfig, build_app
 

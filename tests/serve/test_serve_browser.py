@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port, nifti_bytes
+from servekit import free_port, nifti_bytes
 
 import anomed
 from anomed.cli import main

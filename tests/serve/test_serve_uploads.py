@@ -4,7 +4,7 @@ import io
 import zipfile
 
 import pytest
-from conftest import dicom_zip, encoded, nifti_bytes, png_bytes, png_header
+from servekit import dicom_zip, encoded, nifti_bytes, png_bytes, png_header
 
 from anomed.serve.config import ServeConfig
 from anomed.serve.errors import ApiError
