@@ -14,17 +14,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import cv2
 import numpy as np
 import torch
 
 from anomed.data.datasets import resize_image
-from anomed.data.io import check_pixels, read_image
+from anomed.data.io import MIN_SIDE, check_pixels, read_image
 from anomed.engine.checkpoint import CheckpointInfo, load_checkpoint
 from anomed.engine.device import autocast, resolve_device
 from anomed.errors import AnomedError
 from anomed.methods.base import AnomalyMethod
 
 Decision = Literal["abnormal", "normal"]
+DISPLAY_SIDE = 1024  # kept images (for pictures) are shrunk to this: memory stays bounded
+
+
+def display_copy(image: np.ndarray, max_side: int = DISPLAY_SIDE) -> np.ndarray:
+    """The image as float32, shrunk (area filter) so its longer side is at most `max_side`."""
+    image = np.asarray(image, np.float32)
+    h, w = image.shape[:2]
+    if max(h, w) <= max_side:
+        return image
+    scale = max_side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
 @dataclass
@@ -37,7 +50,8 @@ class Prediction:
     decision: Decision | None = None  # None: error, or the checkpoint has no threshold
     threshold: float | None = None
     anomaly_map: np.ndarray | None = field(default=None, repr=False)  # (S, S) float32
-    image: np.ndarray | None = field(default=None, repr=False)  # (H, W, 3) input, if kept
+    # the input (H, W[, 3]) when kept, shrunk to at most DISPLAY_SIDE pixels a side
+    image: np.ndarray | None = field(default=None, repr=False)
     error: str | None = None
 
     @property
@@ -104,7 +118,13 @@ class Detector:
             image = image[..., None]
         if image.ndim != 3 or image.shape[2] not in (1, 3) or min(image.shape[:2]) < 1:
             raise AnomedError(
-                f"{source}: expected an (H, W) or (H, W, 3) image, got shape {image.shape}"
+                f"{source}: expected an (H, W) or (H, W, 3) image, got shape {image.shape}. "
+                "Fix: pass a greyscale or RGB image."
+            )
+        if min(image.shape[:2]) < MIN_SIDE:
+            raise AnomedError(
+                f"{source}: {image.shape[1]}x{image.shape[0]} pixels is too small to score (each "
+                f"side must be at least {MIN_SIDE} px). Fix: pass the full-size image."
             )
         image = check_pixels(image.astype(np.float32, copy=False), source)
         if image.shape[2] == 1:
@@ -129,21 +149,23 @@ class Detector:
         self, chunk: Sequence, offset: int, keep_maps: bool, keep_images: bool
     ) -> list[Prediction]:
         rows: list[Prediction] = []
-        ready: list[tuple[int, np.ndarray, np.ndarray]] = []  # (row, resized, original)
+        # (row, model-size copy, display-size copy): full-size images never wait for the batch
+        ready: list[tuple[int, np.ndarray, np.ndarray | None]] = []
         for i, item in enumerate(chunk):
             source = f"array[{offset + i}]" if isinstance(item, np.ndarray) else str(item)
             rows.append(Prediction(source=source, threshold=self.threshold))
             try:
                 image = item if isinstance(item, np.ndarray) else read_image(item)
-                ready.append((i, self.prepare_image(image, source), image))
+                resized = self.prepare_image(image, source)
+                ready.append((i, resized, display_copy(image) if keep_images else None))
             except AnomedError as exc:
                 rows[i] = self.error(source, str(exc))
         if ready:
             scores, maps = self.score_batch(np.stack([r for _, r, _ in ready]))
-            for (i, _, original), score, amap in zip(ready, scores, maps, strict=True):
+            for (i, _, shown), score, amap in zip(ready, scores, maps, strict=True):
                 rows[i] = self.result(rows[i].source, float(score), amap if keep_maps else None)
                 if keep_images:
-                    rows[i].image = original
+                    rows[i].image = shown
         return rows
 
     def result(self, source: str, score: float, amap: np.ndarray | None) -> Prediction:
