@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from anomed.errors import AnomedError
+from anomed.errors import AnomedError, display_text
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -634,7 +634,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code = args.func(args)
     except AnomedError as exc:
-        print(f"anomed: error: {exc}", file=sys.stderr)
+        print(f"anomed: error: {display_text(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("anomed: interrupted", file=sys.stderr)

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from anomed.data.io import is_image_file
 from anomed.data.volumes import find_volumes, is_volume_path
 from anomed.engine.detector import Detector, Prediction, load_detector
-from anomed.errors import AnomedError
+from anomed.errors import AnomedError, display_text
 from anomed.outputs import check_output_dir, clear_dir, dumps_json, write_json
 from anomed.viz.overlay import save_prediction_png
 
@@ -34,8 +34,9 @@ MASK_NAME = re.compile(r"(^|[_\-. ])(mask|masks|gt|seg|label)([_\-. ]\d+)?$", re
 
 
 def display_path(path: str | Path) -> str:
-    """A path as printable UTF-8 text (undecodable bytes in a file name shown as \\xNN)."""
-    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+    """A path as printable one-line UTF-8 text (undecodable bytes in a file name shown as
+    \\xNN, a newline as \\n)."""
+    return display_text(os.fsdecode(path))
 
 
 @dataclass
@@ -230,7 +231,7 @@ def _error_row(path: str | Path, why: str, detector: Detector) -> dict:
         "score": None,
         "threshold": detector.threshold,
         "decision": None,
-        "error": why,
+        "error": display_text(why),
         "overlay": None,
     }
 
@@ -269,7 +270,7 @@ def _image_row(detector: Detector, path: Path, pred: Prediction, out: Path, used
         "score": pred.score,
         "threshold": pred.threshold,
         "decision": pred.decision,
-        "error": pred.error,
+        "error": None if pred.error is None else display_text(pred.error),
         "overlay": overlay,
     }
 
