@@ -1,7 +1,8 @@
 """Output folders and result files a user can trust.
 
-- A folder is checked before any work: not a file, writable, not inside an input folder, and
-  empty unless the user asked to overwrite it, so an old result never sits beside a new one.
+- A folder is checked before any work: not a file, writable (probed), not inside an input
+  folder, not holding an input, and empty unless the user asked to overwrite it, so an old
+  result never sits beside a new one and no input is ever replaced.
 - A folder is written as one unit: everything goes into a hidden sibling, which replaces the
   target only when complete (an interrupted run leaves the old folder or nothing, never a mix).
 - JSON is strict: a non-finite number is written as null, never as a bare NaN.
@@ -27,16 +28,29 @@ def check_output_dir(
     overwrite: bool = False,
     inputs: Sequence[str | Path] = (),
     flag: str = "--output",
+    keep: Sequence[str | Path] = (),
 ) -> Path:
-    """The absolute output folder, after refusing every place that would lose or mix results."""
+    """The absolute output folder, after refusing every place that would lose or mix results.
+
+    `inputs` (files or folders) may neither hold the output (a later run would read it) nor
+    lie inside it (replacing it would delete them); `keep` (e.g. a checkpoint, whose reports may
+    go inside it) must only not lie inside it. Symbolic links are followed for both checks."""
     if str(path).strip() == "":
         raise AnomedError(f"{flag} '': an empty path. Fix: name a folder, e.g. {flag} runs/x.")
     out = Path(os.path.abspath(Path(path).expanduser()))
     if out.exists() and not out.is_dir():
         raise AnomedError(f"{flag} {path}: is a file, not a folder. Fix: pick another {flag}.")
+    real = Path(os.path.realpath(out))
+    for item in [*inputs, *keep]:
+        source = Path(os.path.realpath(Path(item).expanduser()))
+        if source.exists() and (source == real or real in source.parents):
+            raise AnomedError(
+                f"{flag} {path}: holds {item}, which this run reads, so replacing the folder "
+                f"would delete it. Fix: pick a {flag} that does not contain your inputs."
+            )
     for item in inputs:
-        source = Path(os.path.abspath(Path(item).expanduser()))
-        if source.is_dir() and (out == source or source in out.parents):
+        source = Path(os.path.realpath(Path(item).expanduser()))
+        if source.is_dir() and source in real.parents:
             raise AnomedError(
                 f"{flag} {path}: lies inside the input folder {item}, so a later run would "
                 f"read its own outputs. Fix: pick a {flag} outside {item}."
@@ -50,16 +64,25 @@ def check_output_dir(
     return out
 
 
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def _check_writable(out: Path, flag: str, given: str | Path) -> None:
-    parent = out
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise AnomedError(f"{flag} {given}: {parent} is a file. Fix: pick another {flag}.")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise AnomedError(
-            f"{flag} {given}: {parent} is not writable. Fix: pick a folder you can write to."
-        )
+    """Probe by creating (and removing) a folder where the outputs and their staging sibling
+    go: permission bits alone miss read-only mounts, /proc and root's special cases."""
+    for parent in {_nearest_existing(out), _nearest_existing(out.parent)}:
+        if not parent.is_dir():
+            raise AnomedError(f"{flag} {given}: {parent} is a file. Fix: pick another {flag}.")
+        try:
+            os.rmdir(tempfile.mkdtemp(dir=parent, prefix=".anomed-write-check-"))
+        except OSError as exc:
+            raise AnomedError(
+                f"{flag} {given}: cannot write in {parent} ({exc.strerror or exc}). Fix: pick a "
+                "folder you can write to."
+            ) from exc
 
 
 @contextlib.contextmanager

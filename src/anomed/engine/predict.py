@@ -184,8 +184,7 @@ def predict_run(
     with `strict`, after the run when any input failed (everything is still written)."""
     if batch_size < 1:
         raise AnomedError(f"--batch-size {batch_size}: must be at least 1")
-    folders = [p for p in inputs if Path(p).is_dir()]
-    out = check_output_dir(output_dir, overwrite, inputs=folders)
+    out = check_output_dir(output_dir, overwrite, inputs=list(inputs), keep=[checkpoint])
     files, volumes, problems, excluded = collect_inputs(inputs)
     if not files and not volumes:
         detail = "; ".join(f"{display_path(p)}: {why}" for p, why in problems) or "nothing given"

@@ -167,7 +167,9 @@ def prepare_run(cfg: RunConfig, overwrite: bool = False, log: Log = tqdm.write) 
     """Check everything that can be checked before training; read the data; draw the shots."""
     validate_run_config(cfg)
     output = cfg.output_dir or default_output_dir(cfg)
-    out = check_output_dir(output, overwrite, inputs=[cfg.data.root, *cfg.data.train_roots])
+    keep = [cfg.data.shots_file] if cfg.data.shots_file else []
+    inputs = [cfg.data.root, *cfg.data.train_roots]
+    out = check_output_dir(output, overwrite, inputs=inputs, keep=keep)
     splits = load_splits(cfg, log)
     split = _shot_split(cfg, splits)
     if cfg.data.train_roots:  # zero-shot: no target shots; validation still from its pool
@@ -317,7 +319,7 @@ def eval_run(
         splits = load_dataset(data_root, "auto")
         method.set_class_name(class_name_of(splits, class_name))
     out = Path(output_dir or Path(checkpoint) / "eval" / splits.name)
-    out = check_output_dir(out, overwrite, inputs=[splits.root])
+    out = check_output_dir(out, overwrite, inputs=[splits.root], keep=[checkpoint])
     dataset = SampleDataset(splits.test, method.backbone.image_size)
     batch = batch_size or info.fit.get("batch_size") or resolve_schedule(method, 1, None, 16)[1]
     import time
