@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from anomed.config import coerce
 from anomed.data.io import is_image_file
 from anomed.data.volumes import find_volumes, is_volume_path
 from anomed.engine.detector import Detector, Prediction, load_detector
@@ -25,6 +26,7 @@ from anomed.errors import AnomedError, display_text
 from anomed.outputs import check_output_dir, clear_dir, dumps_json, write_json
 from anomed.viz.overlay import save_prediction_png
 
+MAX_BATCH = 256  # predict holds a batch's display copies (<= 1024 px) in memory: <= ~3 GiB
 FIELDS = ["file", "status", "score", "threshold", "decision", "error", "overlay", "slices"]
 # Folder names and file-name parts that mark ground-truth masks inside a dataset folder.
 MASK_FOLDERS = frozenset(
@@ -182,8 +184,12 @@ def predict_run(
 
     Raises AnomedError before any work for a bad output folder or when nothing is scorable;
     with `strict`, after the run when any input failed (everything is still written)."""
-    if batch_size < 1:
-        raise AnomedError(f"--batch-size {batch_size}: must be at least 1")
+    coerce(int, batch_size, "--batch-size")
+    if not 1 <= batch_size <= MAX_BATCH:
+        raise AnomedError(
+            f"--batch-size {batch_size}: must be between 1 and {MAX_BATCH} (a batch's images "
+            "are held in memory together). Fix: pass e.g. --batch-size 16."
+        )
     out = check_output_dir(output_dir, overwrite, inputs=list(inputs), keep=[checkpoint])
     files, volumes, problems, excluded = collect_inputs(inputs)
     if not files and not volumes:
