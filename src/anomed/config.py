@@ -36,18 +36,23 @@ class Bounds(NamedTuple):
 
     def check(self, value: float) -> str | None:
         if self.lo is not None and (value < self.lo or (self.open_lo and value == self.lo)):
-            return f"{'>' if self.open_lo else '>='} {self.lo:g}"
+            return f"{'>' if self.open_lo else '>='} {_num(self.lo)}"
         if self.hi is not None and value > self.hi:
-            return f"<= {self.hi:g}"
+            return f"<= {_num(self.hi)}"
         return None
 
     def describe(self) -> str:
         parts = []
         if self.lo is not None:
-            parts.append(f"{'>' if self.open_lo else '>='} {self.lo:g}")
+            parts.append(f"{'>' if self.open_lo else '>='} {_num(self.lo)}")
         if self.hi is not None:
-            parts.append(f"<= {self.hi:g}")
+            parts.append(f"<= {_num(self.hi)}")
         return " and ".join(parts)
+
+
+def _num(value: float) -> str:
+    """A bound as written: whole numbers in full (4294967295, not 4.29497e+09)."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 class Pattern(NamedTuple):
@@ -332,3 +337,5 @@ def _safe_yaml(text: str, where: str) -> Any:
         return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise AnomedError(f"{where}: not valid YAML ({exc})") from exc
+    except RecursionError as exc:  # thousands of nested [[[...]]]: no config is that deep
+        raise AnomedError(f"{where}: YAML nested too deeply to be a config") from exc
