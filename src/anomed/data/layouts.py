@@ -120,14 +120,19 @@ def _read_json_lines(path: Path) -> list[tuple[int, dict]]:
     if not path.is_file():
         raise AnomedError(f"{path}: no such file. Fix: the samples-json layout needs it.")
     out = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise AnomedError(f"{path}: not a UTF-8 text file. Fix: save it as UTF-8 JSON.") from None
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             rec = json.loads(line)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:
+            why = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
             raise AnomedError(
-                f"{path}:{number}: not valid JSON ({exc.msg}). Fix: one JSON object per line."
+                f"{path}:{number}: not valid JSON ({why}). Fix: one JSON object per line."
             ) from None
         if not isinstance(rec, dict) or "filename" not in rec or "label" not in rec:
             raise AnomedError(
