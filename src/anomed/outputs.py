@@ -11,10 +11,12 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -89,8 +91,10 @@ def _check_writable(out: Path, flag: str, given: str | Path) -> None:
 def staged_dir(target: str | Path) -> Iterator[Path]:
     """Yield an empty hidden sibling of `target`; on success it replaces `target` whole.
 
-    On an exception the sibling is removed and `target` is left as it was. The swap is two
-    renames; a kill between them leaves the old folder under `.<name>.old-*`, never a mix.
+    On an exception the sibling is removed and `target` is left as it was. On Linux the swap is
+    one atomic exchange (renameat2 RENAME_EXCHANGE): a reader or a kill sees the old folder or
+    the new one, nothing in between. Elsewhere it is two renames; a kill between them leaves
+    the old folder under `.<name>.old-*/` (see `interrupted_swap`), never a mix.
     """
     target = Path(os.path.abspath(target))
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -100,6 +104,9 @@ def staged_dir(target: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
+    if target.is_dir() and not target.is_symlink() and _exchange(stage, target):
+        shutil.rmtree(stage, ignore_errors=True)  # now holds the old folder
+        return
     old = None
     if target.exists():
         old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
@@ -107,6 +114,27 @@ def staged_dir(target: str | Path) -> Iterator[Path]:
     os.replace(stage, target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):  # glibc < 2.28, musl
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    done = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    return done == 0  # EINVAL (file system without it), ENOSYS: fall back to two renames
+
+
+def interrupted_swap(target: str | Path) -> Path | None:
+    """The previous `target` that a kill between the two fallback renames left behind."""
+    target = Path(os.path.abspath(target))
+    found = sorted(target.parent.glob(f".{target.name}.old-*/{target.name}"))
+    return found[-1] if found else None
 
 
 def clear_dir(path: Path) -> None:
