@@ -174,6 +174,15 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
         raise AnomedError(
             f"unknown {cls.__name__} keys {[where + k for k in unknown]}{hint}; known: {names}"
         )
+    missing = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.name not in data
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise AnomedError(f"{cls.__name__} needs the keys {[where + m for m in missing]}")
     kwargs = {name: coerce(hints[name], value, where + name) for name, value in data.items()}
     return cls(**kwargs)
 
