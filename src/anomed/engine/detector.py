@@ -9,6 +9,7 @@ compared with the calibrated threshold; a non-finite score or a failed input is 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,6 +115,11 @@ class Detector:
     def prepare_image(self, image: np.ndarray, source: str) -> np.ndarray:
         """Check an (H, W), (H, W, 1|3) image in [0, 1] and resize it to the model's input."""
         image = np.asarray(image)
+        if image.dtype.kind not in "biuf":
+            raise AnomedError(
+                f"{source}: pixels of dtype {image.dtype} are not numbers in [0, 1]. Fix: pass "
+                "a float (or 0/1 integer) array."
+            )
         if image.ndim == 2:
             image = image[..., None]
         if image.ndim != 3 or image.shape[2] not in (1, 3) or min(image.shape[:2]) < 1:
@@ -152,10 +158,10 @@ class Detector:
         # (row, model-size copy, display-size copy): full-size images never wait for the batch
         ready: list[tuple[int, np.ndarray, np.ndarray | None]] = []
         for i, item in enumerate(chunk):
-            source = f"array[{offset + i}]" if isinstance(item, np.ndarray) else str(item)
+            source = _source_name(item, offset + i)
             rows.append(Prediction(source=source, threshold=self.threshold))
             try:
-                image = item if isinstance(item, np.ndarray) else read_image(item)
+                image = item if isinstance(item, np.ndarray) else read_image(_as_path(item, source))
                 resized = self.prepare_image(image, source)
                 ready.append((i, resized, display_copy(image) if keep_images else None))
             except AnomedError as exc:
@@ -188,6 +194,24 @@ class Detector:
         return Prediction(source=source, status="error", threshold=self.threshold, error=message)
 
 
+def _source_name(item: object, index: int) -> str:
+    if isinstance(item, np.ndarray):
+        return f"array[{index}]"
+    if isinstance(item, (str, bytes, os.PathLike)):
+        return os.fsdecode(item)
+    return f"input[{index}]"
+
+
+def _as_path(item: object, source: str) -> Path:
+    """A file path from str, bytes (non-UTF-8 names) or PathLike; anything else is refused."""
+    if not isinstance(item, (str, bytes, os.PathLike)):
+        raise AnomedError(
+            f"{source}: a {type(item).__name__} is neither a file path nor a numpy array. "
+            "Fix: pass paths or (H, W[, 3]) arrays."
+        )
+    return Path(os.fsdecode(item))
+
+
 def load_detector(
     run: str | Path,
     device: str = "auto",
@@ -195,6 +219,8 @@ def load_detector(
     compile_backbone: bool = False,
 ) -> Detector:
     """Load a checkpoint folder written by `anomed train` as a warm `Detector`."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise AnomedError(f"batch_size {batch_size!r}: expected a whole number >= 1")
     dev = resolve_device(device)
     method, info = load_checkpoint(run, dev)
     if compile_backbone:
