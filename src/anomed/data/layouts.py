@@ -227,7 +227,15 @@ def _images_in(folder: Path) -> list[Path]:
     """Image files directly in `folder`, sorted by name; hidden and non-image files skipped."""
     if not folder.is_dir():
         return []
-    files = (p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    broken = sorted(p.name for p in entries if p.is_symlink() and not p.exists())
+    if broken:
+        warnings.warn(
+            f"{folder}: skipped {len(broken)} broken symbolic links (e.g. {broken[0]}); their "
+            "images are not in the dataset. Fix: restore the targets or remove the links.",
+            stacklevel=4,
+        )
+    files = (p for p in entries if p.is_file())
     return sorted((p for p in files if is_image_file(p)), key=lambda p: p.name)
 
 
