@@ -281,10 +281,14 @@ def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     """data["a"]["b"] = value for key "a.b", creating dicts on the way."""
     parts = key.split(".")
     node = data
-    for part in parts[:-1]:
+    for i, part in enumerate(parts[:-1]):
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise AnomedError(f"--set {key}: {part!r} is not a section")
+            section = ".".join(parts[: i + 1])
+            raise AnomedError(
+                f"{key}: {section} is {node!r}, not a section of settings. Fix: make {section} "
+                "a mapping of key: value settings in the config, or drop that value."
+            )
     node[parts[-1]] = value
 
 
@@ -315,7 +319,10 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise AnomedError(f"{path}: no such config file. Fix: check the path.")
     if path.stat().st_size > MAX_CONFIG_BYTES:
-        raise AnomedError(f"{path}: {path.stat().st_size} bytes is too large for a config file")
+        raise AnomedError(
+            f"{path}: {path.stat().st_size} bytes is too large for a config file (limit "
+            f"{MAX_CONFIG_BYTES}). Fix: pass the run's YAML config, a few kB of key: value lines."
+        )
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
@@ -345,6 +352,12 @@ def _safe_yaml(text: str, where: str) -> Any:
     try:
         return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise AnomedError(f"{where}: not valid YAML ({exc})") from exc
+        raise AnomedError(
+            f"{where}: not valid YAML ({exc}). Fix: correct it there; configs are plain YAML "
+            "(no !!tags, no &anchors/*aliases)."
+        ) from exc
     except RecursionError as exc:  # thousands of nested [[[...]]]: no config is that deep
-        raise AnomedError(f"{where}: YAML nested too deeply to be a config") from exc
+        raise AnomedError(
+            f"{where}: YAML nested too deeply to be a config. Fix: pass a config of key: value "
+            "lines."
+        ) from exc
