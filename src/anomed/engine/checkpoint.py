@@ -198,6 +198,9 @@ def load_checkpoint(
     try:
         method.load_trainable_state_dict(state)
     except (ValueError, RuntimeError) as exc:
-        problem = f"{directory / WEIGHTS}: does not fit the method in config.yaml: {exc}"
+        problem = (
+            f"{directory / WEIGHTS}: does not fit the method in config.yaml: {exc}. Fix: "
+            "retrain into this folder (anomed train ... --overwrite)."
+        )
         raise AnomedError(problem) from exc
     return method.to(device).eval(), info
