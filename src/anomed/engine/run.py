@@ -318,7 +318,7 @@ def eval_run(
     else:
         splits = load_dataset(data_root, "auto")
         method.set_class_name(class_name_of(splits, class_name))
-    out = Path(output_dir or Path(checkpoint) / "eval" / splits.name)
+    out = Path(checkpoint) / "eval" / splits.name if output_dir is None else output_dir
     out = check_output_dir(out, overwrite, inputs=[splits.root], keep=[checkpoint])
     dataset = SampleDataset(splits.test, method.backbone.image_size)
     batch = batch_size or info.fit.get("batch_size") or resolve_schedule(method, 1, None, 16)[1]
