@@ -83,7 +83,7 @@ class PredictReport:
             f"{len(ok)} of {len(self.rows)} inputs scored ({n_abn} abnormal"
             + (f", {undecided} without a threshold" if undecided else "")
             + f"), {self.n_failed} failed; predictions.csv, predictions.json and overlays/ "
-            f"in {self.output_dir}"
+            f"in {display_path(self.output_dir)}"
         )
         return lines
 
