@@ -390,6 +390,18 @@ def read_dicom_series(path: str | Path, series_uid: str | None = None) -> Volume
     ImagePositionPatient, ImageOrientationPatient, PixelSpacing and the slice step."""
     path = Path(path)
     _check_exists(path)
+    try:
+        return _read_series(path, series_uid)
+    except AnomedError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pydicom parses values lazily, on first access
+        raise AnomedError(
+            f"{path}: unreadable DICOM header values ({_reason(exc)}). Fix: re-export the "
+            "series or remove the damaged file."
+        ) from exc
+
+
+def _read_series(path: Path, series_uid: str | None) -> Volume:
     if path.is_dir():
         datasets = _series_datasets(path, series_uid)
     else:
