@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from fuzz_corpus import INPUT_CASES, InputCase, good_png
-from fuzz_helpers import changed_outside, run_cli, tree_state
+from fuzz_helpers import assert_clean_error, changed_outside, run_cli, tree_state
 
 from anomed.engine.predict import display_path, read_predictions
 
@@ -133,6 +133,10 @@ def test_hostile_input_alone(fuzz_run, tmp_path, case):
     result = run_cli(["-q", "predict", fuzz_run, path, "-o", out_dir])
     assert "Traceback" not in result.err
     assert changed_outside(before, tree_state(tmp_path), out_dir) == []
+    if case.unlisted:  # nothing to score at all: a usage error, before any work
+        assert_clean_error(result, "no images to score", case.fragment)
+        assert not out_dir.exists()
+        return
     batch = Batch(result.code, result.out, result.err, out_dir, {}, {case.id: path}, [], [])
     batch.rows = {r["file"]: r for r in read_predictions(out_dir)}
     check_case(batch, case)
