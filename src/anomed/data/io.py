@@ -142,6 +142,9 @@ def _decode(path: Path) -> np.ndarray:
         else:
             what = "no such file"
         raise AnomedError(f"{path}: {what}. Fix: check the path or the dataset layout.")
+    limit = max_pixels()
+    if Image.MAX_IMAGE_PIXELS and limit > Image.MAX_IMAGE_PIXELS:  # the user raised ours
+        Image.MAX_IMAGE_PIXELS = limit  # Pillow refuses above twice its own
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below
