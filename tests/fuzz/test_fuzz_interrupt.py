@@ -66,7 +66,8 @@ def train_argv(data: Path, out: Path, seed: int) -> list[str]:
 
 
 def retrain(data: Path, run: Path, kill_at: int, counter: Path) -> subprocess.CompletedProcess:
-    argv = [sys.executable, "-c", CHILD, *train_argv(data, run, seed=1), "--overwrite"]
+    """Retrain into `run` (a seed of its own, so the new run differs from every earlier one)."""
+    argv = [sys.executable, "-c", CHILD, *train_argv(data, run, seed=100 + kill_at), "--overwrite"]
     env = _env(ANOMED_FUZZ_KILL_AT=str(kill_at), ANOMED_FUZZ_COUNT=str(counter))
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
 
