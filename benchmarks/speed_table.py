@@ -95,7 +95,9 @@ def main() -> None:
     table = "\n".join([f"{args.model} at {args.image_size or 'native'} px on {device}", ""] + lines)
     (out / "table.md").write_text(table + "\n")
     (out / "reports.json").write_text(
-        json.dumps([json.loads((out / f"{m}.json").read_text()) for m in args.methods], indent=1)
+        json.dumps(
+            [json.loads((out / m / "speed.json").read_text()) for m in args.methods], indent=1
+        )
     )
     print(table)
 

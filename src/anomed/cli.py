@@ -162,6 +162,27 @@ def _eval(
     )
 
 
+def _add_ray_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local: this process (default); ray: a Ray cluster, Parquet shards, resumable",
+    )
+    p.add_argument("--address", help="ray: auto (the cluster on this machine) or ray://HEAD:10001")
+    p.add_argument("--workers", type=int, help="ray: model actors (default: one per GPU)")
+    p.add_argument("--gpus-per-worker", type=float, help="ray: GPUs per actor (0: CPU actors)")
+    p.add_argument("--path-column", help="ray: path column of CSV/Parquet manifests (path)")
+    p.add_argument(
+        "--maps",
+        action="store_true",
+        help="ray: write overlay PNGs and anomaly NIfTI maps too (the local engine always does)",
+    )
+    p.add_argument(
+        "--retry-errors", action="store_true", help="ray: on resume, score error rows again"
+    )
+
+
 def _print_eval(result, out: Path) -> None:
     print((out / "metrics.md").read_text().rstrip())
     print(f"reports in {out}: metrics.json, metrics.md, scores.csv, heatmaps.png, roc.png")
@@ -179,6 +200,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         progress=not args.quiet,
         overwrite=args.overwrite,
         class_name=args.class_name or "",
+        num_workers=args.num_workers,
     )
     _print_eval(*result)
 
@@ -186,6 +208,24 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_predict(args: argparse.Namespace) -> int:
     from anomed.engine.predict import predict_run
 
+    if args.engine == "ray":
+        if args.runtime != "torch" or args.dicom_out:
+            raise AnomedError(
+                "--runtime onnx and --dicom-out work with the local engine only. Fix: drop "
+                "them, or drop --engine ray."
+            )
+        return cmd_predict_ray(args)
+    ray_only = {
+        "--address": args.address,
+        "--workers": args.workers,
+        "--gpus-per-worker": args.gpus_per_worker,
+        "--path-column": args.path_column,
+        "--maps": args.maps or None,
+        "--retry-errors": args.retry_errors or None,
+    }
+    used = [flag for flag, value in ray_only.items() if value is not None]
+    if used:
+        raise AnomedError(f"{', '.join(used)}: only with --engine ray. Fix: add --engine ray.")
     report = predict_run(
         args.checkpoint,
         args.inputs,
@@ -195,6 +235,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         compile_backbone=args.compile,
         overwrite=args.overwrite,
+        runtime=args.runtime,
+        dicom_out=args.dicom_out,
     )
     for line in report.summary_lines(per_row=len(report.rows) <= 50):
         print(line)
@@ -202,6 +244,45 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"anomed: {report.n_failed} of {len(report.rows)} inputs failed", file=sys.stderr)
         return 1
     return 0
+
+
+def cmd_predict_ray(args: argparse.Namespace) -> int:
+    from anomed.config import from_dict
+
+    try:
+        from anomed.ray import RayPredictConfig, predict_ray
+    except ImportError as exc:
+        raise AnomedError(
+            f"--engine ray needs Ray ({exc}). Fix: pip install 'anomed[ray]'."
+        ) from exc
+    given = {
+        "address": args.address,
+        "workers": args.workers,
+        "gpus_per_worker": args.gpus_per_worker,
+        "batch_size": args.batch_size,
+        "maps": args.maps,
+        "path_column": args.path_column or "path",
+        "retry_errors": args.retry_errors,
+        "overwrite": args.overwrite,
+        "progress": not args.quiet,
+    }
+    cfg = from_dict(RayPredictConfig, given)
+    report = predict_ray(args.checkpoint, args.inputs, args.output, cfg)
+    for line in report.summary_lines():
+        print(line)
+    written = report.this_run["written"]
+    if report.n_failed and (args.strict or report.n_failed == written):
+        print(f"anomed: {report.n_failed} of {written} inputs failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from anomed.export.onnx import export_run
+
+    report = export_run(args.run, args.output, overwrite=args.overwrite, opset=args.opset)
+    for line in report.lines():
+        print(line)
 
 
 def cmd_zeroshot(args: argparse.Namespace) -> None:
@@ -231,6 +312,7 @@ def cmd_bench_speed(args: argparse.Namespace) -> None:
         compile=args.compile,
         num_workers=args.num_workers,
         profile=args.profile,
+        onnx=args.runtime == "onnx",
     )
     report = run_speed(cfg, args.output)
     print(report["summary"])
@@ -381,6 +463,21 @@ def cmd_demo(args: argparse.Namespace) -> None:
     run_demo(Path(args.output), epochs=args.epochs, progress=not args.quiet)
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    from anomed.config import from_dict
+    from anomed.serve import ServeConfig, run_server
+    from anomed.serve.config import token_from_env
+
+    keys = ["host", "port", "data_dir", "device", "max_upload_mb", "max_batch", "batch_wait_ms"]
+    data = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+    data.update(runs=[str(r) for r in args.runs], token=token_from_env(args.token))
+    data["access_log"] = args.access_log
+    try:
+        run_server(from_dict(ServeConfig, data))
+    except KeyboardInterrupt:
+        print("anomed serve: stopped")
+
+
 def cmd_methods(args: argparse.Namespace) -> None:
     from anomed.methods import METHODS
 
@@ -436,6 +533,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", help="report folder (default CHECKPOINT/eval/DATASET)")
     p.add_argument("--overwrite", action="store_true", help="replace earlier reports there")
     p.add_argument("--class-name", help="organ/class word for the prompts on --data")
+    p.add_argument(
+        "--num-workers",
+        type=int,
+        choices=range(0, 65),
+        metavar="N",
+        help="processes decoding test images beside the model (default: the run's)",
+    )
     p.add_argument("--device", help="auto, cpu, cuda")
     p.add_argument("--batch-size", type=int)
     p.set_defaults(func=cmd_eval)
@@ -443,8 +547,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "predict", help="score images with a checkpoint: scores, decisions, heatmaps"
     )
-    p.add_argument("checkpoint", type=Path, help="folder written by `anomed train`")
-    p.add_argument("inputs", nargs="+", help="image files and/or folders")
+    p.add_argument(
+        "checkpoint",
+        type=Path,
+        help="folder written by `anomed train` (--runtime onnx: that folder after `anomed "
+        "export`, or an exported .onnx file)",
+    )
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        help="image files and/or folders (with --engine ray also CSV/Parquet manifests)",
+    )
     p.add_argument("--output", "-o", default="runs/predict", help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace earlier results there")
     p.add_argument(
@@ -455,7 +568,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--compile", action="store_true", help="torch.compile the backbone (large inputs only)"
     )
+    _add_ray_options(p)
+    p.add_argument(
+        "--runtime",
+        choices=["torch", "onnx"],
+        default="torch",
+        help="torch (default) or onnx: the exported model under onnxruntime (CUDA if present)",
+    )
+    p.add_argument(
+        "--dicom-out",
+        choices=["seg", "pmap", "both"],
+        help="for DICOM series inputs: also write a DICOM Segmentation (above the threshold) "
+        "and/or Parametric Map on the source series (other inputs: no DICOM objects)",
+    )
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "export", help="export a trained detector (ONNX graph + JSON settings), self-checked"
+    )
+    p.add_argument("run", type=Path, help="folder written by `anomed train`")
+    p.add_argument("--format", choices=["onnx"], default="onnx", help="export format")
+    p.add_argument("--output", "-o", help="output file (default RUN/model.onnx)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (17 or newer)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export there")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("bench", help="benchmarks")
     bench_sub = _subparsers(p, "bench_command", "BENCH")
@@ -514,6 +650,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int, default=0, help="data-loading workers")
     p.add_argument(
         "--profile", action="store_true", help="add the top operators of inference and training"
+    )
+    p.add_argument(
+        "--runtime",
+        choices=["torch", "onnx"],
+        default="torch",
+        help="onnx: also time the exported ONNX graph under onnxruntime, beside PyTorch",
     )
     p.add_argument("--output", "-o", default="runs/bench/speed", help="folder for speed.json")
     p.set_defaults(func=cmd_bench_speed)
@@ -615,6 +757,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", default="runs/demo")
     p.add_argument("--epochs", type=int, default=None, help="override the demo's epochs")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "serve", help="REST service and review page for trained detectors (needs [serve])"
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN", help="checkpoint folder, or NAME=FOLDER")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, help="port (default 8000)")
+    p.add_argument("--token", help="require 'Authorization: Bearer T' on /api/ (or ANOMED_TOKEN)")
+    p.add_argument("--data-dir", help="uploads, pictures and verdicts (default runs/serve)")
+    p.add_argument("--device", help="auto (default: GPU when present), cpu, cuda, cuda:1 ...")
+    p.add_argument("--max-upload-mb", type=float, help="request size cap (default 512)")
+    p.add_argument("--max-batch", type=int, help="images per forward pass (default 16)")
+    p.add_argument(
+        "--batch-wait-ms", type=float, help="wait for more images after the first (default 5)"
+    )
+    p.add_argument("--access-log", action="store_true", help="log one line per request")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("methods", help="list the registered methods")
     p.set_defaults(func=cmd_methods)

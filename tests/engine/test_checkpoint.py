@@ -49,9 +49,9 @@ def test_changed_random_backbone_is_detected(tmp_path):
 
 
 def _rewrite_manifest(folder):
-    from anomed.engine.checkpoint import CONFIG, MANIFEST, WEIGHTS, _sha256
+    from anomed.engine.checkpoint import CONFIG, MANIFEST, WEIGHTS, sha256_file
 
-    sums = {name: _sha256(folder / name) for name in (WEIGHTS, CONFIG)}
+    sums = {name: sha256_file(folder / name) for name in (WEIGHTS, CONFIG)}
     (folder / MANIFEST).write_text(json.dumps({"sha256": sums}))
 
 

@@ -22,13 +22,14 @@ class BranchAdapter(nn.Module):
 
     def __init__(self, width: int, joint_dim: int, separate_heads: bool = True) -> None:
         super().__init__()
+        self.width = width  # a Python int: a traced graph keeps it constant
         self.trunk = _head(width, width)
         self.det = _head(width, joint_dim)
         self.seg = _head(width, joint_dim) if separate_heads else None
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         h = self.trunk(x)
-        h = F.layer_norm(h, h.shape[-1:])  # per-token standardisation, no affine
+        h = F.layer_norm(h, (self.width,))  # per-token standardisation, no affine
         det = self.det(h)
         return det, (self.seg(h) if self.seg is not None else det)
 

@@ -226,8 +226,12 @@ def run_bench(
         f"{len(todo)} to run"
         + (f" ({stale} trained under other settings: retrained)" if stale else "")
     )
-    for cell in tqdm(todo, desc="bench", unit="cell", disable=not progress):
+    for i, cell in enumerate(tqdm(todo, desc="bench", unit="cell", disable=not progress), 1):
         (cell.folder(out) / "cell.json").unlink(missing_ok=True)  # stale until rewritten
+        log(
+            f"cell {i}/{len(todo)}: {cell.method} {cell.variant_label} {cell.dataset} "
+            f"k={cell.k} seed={cell.seed} ..."
+        )
         try:
             record = run_cell(cfg, cell, cfg.datasets[cell.dataset], out)
         except AnomedError as exc:

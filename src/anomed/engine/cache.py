@@ -18,11 +18,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
 from anomed.config import TrainConfig
 from anomed.data.datasets import collate
 from anomed.engine.device import autocast, uses_bf16
-from anomed.errors import AnomedError
 from anomed.methods.base import AnomalyMethod
 
 
@@ -123,21 +123,18 @@ def build_feature_cache(
     device: torch.device,
     cfg: TrainConfig,
     log: Callable[[str], None],
+    progress: bool = False,
 ) -> FeatureCache | None:
     """Cache the frozen features of the training items, or None when caching does not apply
     (method not cacheable, caching off, or one epoch's features over the memory budget)."""
     if not (cfg.cache_features and method.cacheable and epochs > 0 and len(train_set) > 0):
         return None
-    if cfg.cache_variants < 1:
-        raise AnomedError(
-            f"train.cache_variants={cfg.cache_variants}: must be at least 1. Fix: give a positive "
-            "number, or --no-feature-cache for fresh synthesis every epoch."
-        )
     start = time.perf_counter()
     fresh = hasattr(train_set, "set_epoch")  # a new synthesis each epoch
     wanted = min(epochs, cfg.cache_variants) if fresh else 1
     budget = cfg.cache_budget_gib * 2**30
     variants: list[dict[str, Tensor]] = []
+    bar = tqdm(total=wanted, desc="feature cache", unit="epoch", disable=not progress, delay=2)
     while len(variants) < wanted:
         if fresh:
             train_set.set_epoch(len(variants) + 1)
@@ -151,6 +148,9 @@ def build_feature_cache(
         variants.append(variant)
         per_variant = _nbytes(variant.values())
         wanted = min(wanted, max(1, math.floor(budget / per_variant)))
+        bar.total = wanted
+        bar.update(1)
+    bar.close()
     cache = FeatureCache(variants, time.perf_counter() - start)
     cycle = f", cycled over {epochs} epochs" if fresh and len(variants) < epochs else ""
     log(

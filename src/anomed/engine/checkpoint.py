@@ -87,13 +87,13 @@ def save_checkpoint(directory: str | Path, method: AnomalyMethod, info: Checkpoi
     _atomic_write(directory / WEIGHTS, lambda tmp: save_file(state, tmp))
     text = _yaml_dump(to_dict(info))
     _atomic_write(directory / CONFIG, lambda tmp: Path(tmp).write_text(text))
-    manifest = {name: _sha256(directory / name) for name in (WEIGHTS, CONFIG)}
+    manifest = {name: sha256_file(directory / name) for name in (WEIGHTS, CONFIG)}
     payload = json.dumps({"anomed_version": __version__, "sha256": manifest}, indent=1)
     _atomic_write(directory / MANIFEST, lambda tmp: Path(tmp).write_text(payload))
     return directory
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -115,7 +115,7 @@ def verify_manifest(directory: Path) -> None:
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise AnomedError(f"{path}: unreadable manifest ({exc}). {fix}") from exc
     for name in (WEIGHTS, CONFIG):
-        if not isinstance(expected, dict) or expected.get(name) != _sha256(directory / name):
+        if not isinstance(expected, dict) or expected.get(name) != sha256_file(directory / name):
             raise AnomedError(
                 f"{directory / name}: does not match {MANIFEST} (written by another save, or "
                 f"edited). {fix}"

@@ -114,28 +114,7 @@ class Detector:
 
     def prepare_image(self, image: np.ndarray, source: str) -> np.ndarray:
         """Check an (H, W), (H, W, 1|3) image in [0, 1] and resize it to the model's input."""
-        image = np.asarray(image)
-        if image.dtype.kind not in "biuf":
-            raise AnomedError(
-                f"{source}: pixels of dtype {image.dtype} are not numbers in [0, 1]. Fix: pass "
-                "a float (or 0/1 integer) array."
-            )
-        if image.ndim == 2:
-            image = image[..., None]
-        if image.ndim != 3 or image.shape[2] not in (1, 3) or min(image.shape[:2]) < 1:
-            raise AnomedError(
-                f"{source}: expected an (H, W) or (H, W, 3) image, got shape {image.shape}. "
-                "Fix: pass a greyscale or RGB image."
-            )
-        if min(image.shape[:2]) < MIN_SIDE:
-            raise AnomedError(
-                f"{source}: {image.shape[1]}x{image.shape[0]} pixels is too small to score (each "
-                f"side must be at least {MIN_SIDE} px). Fix: pass the full-size image."
-            )
-        image = check_pixels(image.astype(np.float32, copy=False), source)
-        if image.shape[2] == 1:
-            image = np.repeat(image, 3, axis=2)
-        return resize_image(image, self.image_size)
+        return prepare_image(image, self.image_size, source)
 
     def predict(
         self,
@@ -210,6 +189,35 @@ def _as_path(item: object, source: str) -> Path:
             "Fix: pass paths or (H, W[, 3]) arrays."
         )
     return Path(os.fsdecode(item))
+
+
+def prepare_image(image: np.ndarray, image_size: int, source: str) -> np.ndarray:
+    """Check an (H, W), (H, W, 1|3) image in [0, 1]; resize it to (S, S, 3) float32.
+
+    A module function as well as `Detector.prepare_image`, so decode workers that hold no model
+    (the Ray engine's CPU tasks) resize exactly as the detector does."""
+    image = np.asarray(image)
+    if image.dtype.kind not in "biuf":
+        raise AnomedError(
+            f"{source}: pixels of dtype {image.dtype} are not numbers in [0, 1]. Fix: pass "
+            "a float (or 0/1 integer) array."
+        )
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3) or min(image.shape[:2]) < 1:
+        raise AnomedError(
+            f"{source}: expected an (H, W) or (H, W, 3) image, got shape {image.shape}. "
+            "Fix: pass a greyscale or RGB image."
+        )
+    if min(image.shape[:2]) < MIN_SIDE:
+        raise AnomedError(
+            f"{source}: {image.shape[1]}x{image.shape[0]} pixels is too small to score (each "
+            f"side must be at least {MIN_SIDE} px). Fix: pass the full-size image."
+        )
+    image = check_pixels(image.astype(np.float32, copy=False), source)
+    if image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    return resize_image(image, image_size)
 
 
 def load_detector(

@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
+from typing import Annotated
 
 import torch
 
-from anomed.config import DEVICE
+from anomed.config import DEVICE, coerce
 from anomed.errors import AnomedError
 
 
 def resolve_device(name: str) -> torch.device:
-    """ "auto" -> cuda if available else cpu; otherwise the named device, checked to exist."""
+    """ "auto" -> cuda if available else cpu; otherwise the named device (checked)."""
+    coerce(Annotated[str, DEVICE], name, "--device")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not isinstance(name, str) or not re.fullmatch(DEVICE.regex, name):
-        raise AnomedError(f"--device {name!r}: not a device. Fix: use {DEVICE.example}.")
     device = torch.device(name)
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise AnomedError(f"--device {name}: no MPS device here. Fix: use --device cpu or auto.")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise AnomedError(f"--device {name}: no CUDA device here. Fix: use --device cpu or auto.")
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
@@ -26,8 +27,6 @@ def resolve_device(name: str) -> torch.device:
             f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
             "numbered from 0. Fix: pick one of them, or --device auto."
         )
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise AnomedError(f"--device {name}: no Apple MPS device here. Fix: use --device cpu.")
     return device
 
 

@@ -61,6 +61,22 @@ class PredictReport:
     def n_failed(self) -> int:
         return sum(r["status"] == "error" for r in self.rows)
 
+    def dicom_lines(self) -> list[str]:
+        """What --dicom-out wrote, and for which inputs it did nothing and why."""
+        seg = sum(bool(r.get("dicom_seg")) for r in self.rows)
+        pmap = sum(bool(r.get("dicom_pmap")) for r in self.rows)
+        lines = (
+            [f"DICOM outputs: {seg} SEG, {pmap} parametric map in volumes/"] if seg or pmap else []
+        )
+        notes: dict[str, list[str]] = {}
+        for r in self.rows:
+            if r.get("dicom_note"):
+                notes.setdefault(r["dicom_note"], []).append(r["file"])
+        for note, files in notes.items():
+            who = files[0] if len(files) == 1 else f"{len(files)} inputs"
+            lines.append(f"--dicom-out: {who}: {note}")
+        return lines
+
     def summary_lines(self, per_row: bool = True) -> list[str]:
         lines = []
         if per_row:
@@ -76,6 +92,7 @@ class PredictReport:
                 f"left out {len(self.excluded)} files found in folders ({kinds}; e.g. "
                 f"{display_path(self.excluded[0][0])}); listed in predictions.json"
             )
+        lines += self.dicom_lines()
         ok = [r for r in self.rows if r["status"] == "ok"]
         n_abn = sum(r["decision"] == "abnormal" for r in ok)
         undecided = sum(r["decision"] is None for r in ok)
@@ -204,23 +221,29 @@ def predict_run(
     compile_backbone: bool = False,
     overwrite: bool = False,
     strict: bool = False,
+    runtime: str = "torch",
+    dicom_out: str | None = None,
 ) -> PredictReport:
     """Score every input; write overlays, per-volume maps and the prediction tables.
 
-    Raises AnomedError before any work for a bad output folder or when nothing is scorable;
-    with `strict`, after the run when any input failed (everything is still written)."""
+    `runtime` "onnx" scores with the exported model (`anomed export`) under onnxruntime;
+    `dicom_out` (seg, pmap, both) adds DICOM objects for DICOM series inputs (see
+    anomed.export.dicom_out). Raises AnomedError before any work for a bad output folder or
+    when nothing is scorable; with `strict`, after the run when any input failed (everything is
+    still written)."""
     coerce(int, batch_size, "--batch-size")
     if not 1 <= batch_size <= MAX_BATCH:
         raise AnomedError(
             f"--batch-size {batch_size}: must be between 1 and {MAX_BATCH} (a batch's images "
             "are held in memory together). Fix: pass e.g. --batch-size 16."
         )
+    _check_options(runtime, dicom_out, compile_backbone)
     out = check_output_dir(output_dir, overwrite, inputs=list(inputs), keep=[checkpoint])
     files, volumes, problems, excluded = collect_inputs(inputs)
     if not files and not volumes:
         detail = "; ".join(f"{display_path(p)}: {why}" for p, why in problems) or "nothing given"
         raise AnomedError(f"no images to score ({detail}). Fix: pass image files or folders.")
-    detector = load_detector(checkpoint, device, batch_size, compile_backbone)
+    detector = _load(checkpoint, runtime, device, batch_size, compile_backbone)
     clear_dir(out)
     report = PredictReport(out, excluded=excluded)
     writer = _RowWriter(out)
@@ -232,10 +255,12 @@ def predict_run(
         )
         for rows in _image_rows(detector, files, out):
             for row in rows:
+                if dicom_out and row["status"] == "ok":
+                    row["dicom_note"] = "not a DICOM series: no DICOM objects"
                 _add(report, writer, row)
             bar.update(len(rows))
         for path in volumes:
-            _add(report, writer, _volume_row(detector, path, out))
+            _add(report, writer, _volume_row(detector, path, out, dicom_out))
             bar.update(1)
         bar.close()
     finally:
@@ -247,6 +272,26 @@ def predict_run(
             f"{out / 'predictions.csv'}"
         )
     return report
+
+
+def _check_options(runtime: str, dicom_out: str | None, compile_backbone: bool) -> None:
+    if runtime not in ("torch", "onnx"):
+        raise AnomedError(f"--runtime {runtime}: use torch or onnx")
+    if runtime == "onnx" and compile_backbone:
+        raise AnomedError("--compile applies to the torch runtime only. Fix: drop --compile.")
+    if dicom_out is not None and dicom_out not in ("seg", "pmap", "both"):
+        raise AnomedError(f"--dicom-out {dicom_out}: use seg, pmap or both")
+
+
+def _load(
+    checkpoint: str | Path, runtime: str, device: str, batch_size: int, compile_backbone: bool
+) -> Detector:
+    """The torch Detector of a run, or the OnnxDetector of its export (same interface)."""
+    if runtime == "onnx":
+        from anomed.export.runtime import load_onnx_detector
+
+        return load_onnx_detector(checkpoint, device, batch_size)
+    return load_detector(checkpoint, device, batch_size, compile_backbone)
 
 
 def _add(report: PredictReport, writer: _RowWriter, row: dict) -> None:
@@ -305,14 +350,14 @@ def _image_row(detector: Detector, path: Path, pred: Prediction, out: Path, used
     }
 
 
-def _volume_row(detector: Detector, path: Path, out: Path) -> dict:
+def _volume_row(detector: Detector, path: Path, out: Path, dicom_out: str | None) -> dict:
     from anomed.engine.volumes import predict_volume
 
     try:
         vol = predict_volume(detector, path, out / "volumes")
     except AnomedError as exc:
         return _error_row(path, str(exc), detector)
-    return {
+    row = {
         "file": display_path(path),
         "status": "ok",
         "score": vol.score,
@@ -322,6 +367,11 @@ def _volume_row(detector: Detector, path: Path, out: Path) -> dict:
         "overlay": str(vol.map_path.relative_to(out)),
         "slices": str(vol.csv_path.relative_to(out)),
     }
+    if dicom_out:
+        from anomed.export.dicom_out import dicom_row_fields
+
+        row.update(dicom_row_fields(detector, path, vol.map_path, out, dicom_out))
+    return row
 
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -341,6 +391,7 @@ def _write_summary(report: PredictReport, detector: Detector) -> None:
     info = detector.info
     payload = {
         "run": display_path(detector.run_dir) if detector.run_dir else None,
+        "runtime": getattr(detector, "runtime", "torch"),
         "method": info.run.method,
         "preset": info.run.preset,
         "threshold": detector.threshold,

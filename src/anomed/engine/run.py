@@ -305,6 +305,7 @@ def eval_run(
     label: str = "",
     overwrite: bool = False,
     class_name: str = "",
+    num_workers: int | None = None,
 ) -> tuple[EvalResult, Path]:
     """Evaluate a checkpoint on a dataset's test split (default: the dataset it was trained on)."""
     if batch_size is not None:
@@ -325,8 +326,9 @@ def eval_run(
     import time
 
     start = time.perf_counter()
+    workers = info.run.train.num_workers if num_workers is None else num_workers
     result = evaluate_dataset(
-        method, dataset, batch, dev, info.run.train.amp, progress=progress, desc="eval"
+        method, dataset, batch, dev, info.run.train.amp, workers, progress=progress, desc="eval"
     )
     seconds = time.perf_counter() - start
     with staged_dir(out) as stage:

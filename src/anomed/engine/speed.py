@@ -49,6 +49,7 @@ class SpeedConfig:
     compile: bool = False  # torch.compile the frozen blocks first
     num_workers: Annotated[int, Bounds(0, 64)] = 0  # data-loading workers for the adaptation
     profile: bool = False  # add operator profiles of inference and of adaptation steps
+    onnx: bool = False  # also time the exported ONNX graph under onnxruntime (fp32)
 
 
 def _sync(device: torch.device) -> None:
@@ -131,19 +132,22 @@ def inference_speed(method: AnomalyMethod, cfg: SpeedConfig, device: torch.devic
                 with torch.inference_mode(), autocast(device, precision == "bf16"):
                     return method(images)
 
-            with PeakMemory(device) as memory:
-                seconds = _timed(step, device, cfg.iters)
-            rows.append(
-                {
-                    "precision": precision,
-                    "batch": batch,
-                    "seconds": seconds,
-                    "img_per_s": batch / seconds,
-                    "latency_ms": 1000 * seconds / batch,
-                    "peak_memory_mib": memory.peak_mib,
-                }
-            )
+            rows.append({"precision": precision, **timed_batch(step, device, batch, cfg.iters)})
     return rows
+
+
+def timed_batch(step: Callable[[], object], device: torch.device, batch: int, iters: int) -> dict:
+    """One speed row: median seconds of `step` on a batch, img/s, per-image latency, peak
+    memory (the device's allocations on cuda, the process's resident set on CPU)."""
+    with PeakMemory(device) as memory:
+        seconds = _timed(step, device, iters)
+    return {
+        "batch": batch,
+        "seconds": seconds,
+        "img_per_s": batch / seconds,
+        "latency_ms": 1000 * seconds / batch,
+        "peak_memory_mib": memory.peak_mib,
+    }
 
 
 def _random_support(k: int, size: int, seed: int = 0, labelled: bool = True) -> SupportSet:
@@ -250,6 +254,10 @@ def run_speed(cfg: SpeedConfig, output: str | Path | None = None) -> dict:
         "threads": torch.get_num_threads(),
         "inference": inference_speed(method, cfg, device),
     }
+    if cfg.onnx:
+        from anomed.export.bench import onnx_inference_speed
+
+        report["onnx_inference"] = onnx_inference_speed(method, cfg.batch_sizes, cfg.iters, device)
     if cfg.adapt:
         report["adaptation"] = _adaptation_rows(cfg, backbone, device)
     if cfg.profile:
@@ -277,6 +285,10 @@ def summary_line(report: dict) -> str:
     ]
     if single:
         parts.append(f"latency {min(r['latency_ms'] for r in single):.1f} ms")
+    onnx = [r for r in report.get("onnx_inference", []) if "img_per_s" in r]
+    if onnx:
+        fast = max(onnx, key=lambda r: r["img_per_s"])
+        parts.append(f"ONNX Runtime {fast['img_per_s']:.1f} img/s (batch {fast['batch']}, fp32)")
     if report.get("adaptation"):
         a = min(report["adaptation"], key=lambda r: r["seconds"])
         cached = ", cached features" if a["cache"] else ""

@@ -143,7 +143,7 @@ def fit(
     result = FitResult(epochs=epochs, best_epoch=epochs, selected_by=select)
     best_score, best_state = float("-inf"), None
     start = time.perf_counter()
-    cache = build_feature_cache(method, train_set, epochs, device, cfg, log)
+    cache = build_feature_cache(method, train_set, epochs, device, cfg, log, progress)
     result.cached = cache is not None
     validate = _validator(
         method, val_items, select, batch_size, device, cfg.amp, test_eval, result.cached
@@ -156,6 +156,16 @@ def fit(
             if cache is not None
             else _batches(loader, train_set, epoch)
         )
+        steps = -(-len(cache) // batch_size) if cache is not None else len(loader)
+        batches = tqdm(
+            batches,
+            total=steps,
+            desc=f"epoch {epoch}",
+            unit="batch",
+            leave=False,
+            disable=not progress,
+            delay=2,
+        )  # shown only for epochs over 2 s
         loss = train_epoch(method, batches, optimizer, scheduler, device, cfg.amp)
         row = {"epoch": epoch, "loss": loss}
         if select != "last" and (epoch % cfg.val_every == 0 or epoch == epochs):

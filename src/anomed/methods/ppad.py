@@ -195,7 +195,7 @@ class PPAD(AnomalyMethod):
 
     def forward(self, images: Tensor) -> AnomalyOutput:
         probs = self.position_probs(images)  # (B, 5)
-        masks = region_pixel_masks(images.shape[-1]).to(images.device)  # (5, H, W)
+        masks = region_pixel_masks(int(images.shape[-1])).to(images.device)  # (5, H, W)
         coverage = masks.sum(0).clamp_min(1.0)
         amap = torch.einsum("bk,khw->bhw", probs, masks) / coverage  # coarse localisation
         return AnomalyOutput(amap, combine_positions(probs, self.cfg.max_threshold))

@@ -1,0 +1,394 @@
+"""`anomed export --format onnx`: a trained detector as one ONNX graph, checked before it is kept.
+
+The file takes a *normalised* image batch and returns the anomaly map and image score:
+
+- input  `image`       float32 (B, 3, S, S), RGB, `(pixel in [0, 1] - mean) / std`
+- output `anomaly_map` float32 (B, S, S), the same map the PyTorch detector gives
+- output `score`       float32 (B,), compared with the calibrated threshold (above: abnormal)
+
+mean, std, S, the threshold, the heatmap range, the method and the preset are in the model's
+metadata (`anomed.*` keys) and in a JSON sidecar beside it (`model.onnx` -> `model.json`), which
+also holds the checkpoint's settings, so `OnnxDetector` needs nothing else.
+
+Before the file is kept, onnxruntime (CPU, fp32) scores 8 images (the run's test images when
+its dataset is there, else seeded random ones) and the largest differences from PyTorch are
+reported; above `TOLERANCE` nothing is written. The graph is traced with a batch of 2 and
+checked with a batch of 8, which proves the batch axis is really dynamic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from anomed import __version__
+from anomed.config import to_dict
+from anomed.data.datasets import load_sample
+from anomed.engine.checkpoint import WEIGHTS, CheckpointInfo, load_checkpoint, sha256_file
+from anomed.errors import AnomedError
+from anomed.export.graph import check_exportable, freeze_for_export
+from anomed.methods.base import AnomalyMethod
+from anomed.outputs import dumps_json
+
+OPSET = 17
+TOLERANCE = 1e-3  # max abs difference ONNX vs PyTorch (fp32) on maps and on scores
+MODEL_NAME = "model.onnx"
+CHECK_IMAGES = 8
+_EXTERNAL_ABOVE = 1_800_000_000  # bytes of weights above which they go to a .data file
+
+
+def sidecar_path(onnx_path: str | Path) -> Path:
+    """`model.onnx` -> `model.json`: the settings written beside the graph."""
+    return Path(onnx_path).with_suffix(".json")
+
+
+def _import_runtime():
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as exc:
+        raise AnomedError(
+            f"ONNX export and runtime need onnx and onnxruntime ({exc}). "
+            "Fix: pip install 'anomed[export]'."
+        ) from exc
+    return onnx, onnxruntime
+
+
+def _pixel_stats(method: AnomalyMethod) -> tuple[np.ndarray, np.ndarray]:
+    """The backbone preset's mean and std, (3,) float32 each."""
+    bb = method.backbone
+    return (
+        bb.pixel_mean.detach().cpu().reshape(3).numpy().astype(np.float32),
+        bb.pixel_std.detach().cpu().reshape(3).numpy().astype(np.float32),
+    )
+
+
+def normalise(images: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """images (B, S, S, 3) in [0, 1] -> the graph input (B, 3, S, S) float32."""
+    x = np.ascontiguousarray(np.asarray(images, np.float32).transpose(0, 3, 1, 2))
+    return ((x - mean[None, :, None, None]) / std[None, :, None, None]).astype(np.float32)
+
+
+# ---- tracing -----------------------------------------------------------------------------------
+
+
+def trace_to_onnx(method: AnomalyMethod, path: Path, opset: int = OPSET, copy: bool = True) -> None:
+    """Fold `method` (see export.graph) and write its graph to `path` with a dynamic batch axis.
+
+    Uses the TorchScript-based exporter (`dynamo=False`): it handles open_clip's attention and
+    the unrolled memory-bank search, and needs no extra package."""
+    _import_runtime()
+    if opset < 17:
+        raise AnomedError(f"--opset {opset}: anomed exports with opset 17 or newer")
+    graph = freeze_for_export(method, copy=copy)
+    size = method.backbone.image_size
+    dummy = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    axes = {"image": {0: "batch"}, "anomaly_map": {0: "batch"}, "score": {0: "batch"}}
+    with warnings.catch_warnings(), torch.no_grad(), _silenced_fds():
+        warnings.simplefilter("ignore")  # tracer notes on Python constants, exporter deprecation
+        torch.onnx.export(
+            graph,
+            (dummy,),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=["image"],
+            output_names=["anomaly_map", "score"],
+            dynamic_axes=axes,
+            do_constant_folding=True,
+        )
+
+
+@contextlib.contextmanager
+def _silenced_fds() -> Iterator[None]:
+    """Send file descriptors 1 and 2 to /dev/null: the exporter's C++ side prints the whole
+    TorchScript graph when a node fails (the failure itself still raises, as one line)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, null):
+            os.close(fd)
+
+
+def _metadata(method: AnomalyMethod, info: CheckpointInfo) -> dict[str, str]:
+    mean, std = _pixel_stats(method)
+    cal = info.calibration
+    values = {
+        "version": __version__,
+        "method": info.run.method,
+        "preset": info.run.preset,
+        "class_name": info.class_name,
+        "image_size": method.backbone.image_size,
+        "input": "image: float32 (B, 3, S, S) RGB, (pixel in [0, 1] - mean) / std",
+        "outputs": "anomaly_map: float32 (B, S, S); score: float32 (B,), abnormal if > threshold",
+        "mean": [float(v) for v in mean],
+        "std": [float(v) for v in std],
+        "threshold": cal.threshold,
+        "map_range": [cal.map_min, cal.map_max],
+    }
+    return {f"anomed.{k}": json.dumps(v) for k, v in values.items()}
+
+
+def _finish_model(path: Path, metadata: dict[str, str], external_above: int) -> None:
+    """Add metadata, check the graph, and save it as one file (weights beside it in
+    `<name>.data` when they pass `external_above` bytes: protobuf's 2 GiB limit)."""
+    onnx, _ = _import_runtime()
+    model = onnx.load(str(path))
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    model.producer_name, model.producer_version = "anomed", __version__
+    weights = sum(len(t.raw_data) for t in model.graph.initializer)
+    for stale in path.parent.iterdir():  # the exporter's per-tensor files, if any
+        if stale != path:
+            stale.unlink()
+    external = weights > external_above
+    onnx.save_model(
+        model,
+        str(path),
+        save_as_external_data=external,
+        all_tensors_to_one_file=True,
+        location=f"{path.name}.data",
+    )
+    onnx.checker.check_model(str(path))
+
+
+# ---- self-check --------------------------------------------------------------------------------
+
+
+@dataclass
+class SelfCheck:
+    """ONNX Runtime (CPU, fp32) against PyTorch on the same images."""
+
+    images: str  # where the images came from
+    n_images: int
+    max_map_diff: float
+    max_score_diff: float
+    decisions_equal: int | None  # images whose decision agrees (None: no threshold)
+    tolerance: float = TOLERANCE
+
+    @property
+    def passed(self) -> bool:
+        diffs = (self.max_map_diff, self.max_score_diff)
+        return all(np.isfinite(d) and d <= self.tolerance for d in diffs)
+
+    def line(self) -> str:
+        verdict = "ok" if self.passed else f"FAILED (> {self.tolerance:g})"
+        agree = (
+            f", {self.decisions_equal}/{self.n_images} decisions equal"
+            if self.decisions_equal is not None
+            else ""
+        )
+        return (
+            f"self-check on {self.images} (onnxruntime CPU, fp32): max |map "
+            f"diff| {self.max_map_diff:.2e}, max |score diff| {self.max_score_diff:.2e}"
+            f"{agree} -> {verdict}"
+        )
+
+
+def check_images(info: CheckpointInfo | None, size: int, n: int = CHECK_IMAGES):
+    """(images (n, S, S, 3) float32 in [0, 1], description): the run's test images (abnormal
+    and normal alternating) when its dataset can be read, topped up with seeded random images."""
+    picked = []
+    if info is not None and info.run.data.root:
+        try:
+            from anomed.engine.run import load_splits
+
+            test = load_splits(info.run, log=lambda _: None).test
+            normal = [s for s in test if s.label == 0]
+            abnormal = [s for s in test if s.label != 0]
+            order = [s for pair in zip(abnormal, normal, strict=False) for s in pair]
+            order += [s for s in test if s not in order]
+            picked = [load_sample(s, size)[0] for s in order[:n]]
+        except (AnomedError, OSError, ValueError):
+            picked = []  # the dataset is elsewhere now: random images still check the graph
+    rng = np.random.default_rng(0)
+    extra = [rng.random((size, size, 3), dtype=np.float32) for _ in range(n - len(picked))]
+    parts = [f"{len(picked)} test"] if picked else []
+    parts += [f"{len(extra)} random"] if extra else []
+    return np.stack(picked + extra).astype(np.float32), " + ".join(parts) + " images"
+
+
+@torch.no_grad()
+def torch_outputs(method: AnomalyMethod, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """PyTorch fp32 on CPU: (scores (B,), maps (B, S, S)), as `Detector.score_batch`."""
+    batch = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).float()
+    out = method.eval()(batch.to(method.backbone.pixel_mean.device))
+    return out.image_score.float().cpu().numpy(), out.anomaly_map.float().cpu().numpy()
+
+
+def self_check(
+    path: Path, reference: tuple[np.ndarray, np.ndarray], images: np.ndarray, meta: dict
+) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Run the file at `path` on `images`: (scores, maps, max |map diff|, max |score diff|)."""
+    _, ort = _import_runtime()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = normalise(images, np.array(meta["mean"], np.float32), np.array(meta["std"], np.float32))
+    maps, scores = session.run(["anomaly_map", "score"], {"image": x})
+    ref_scores, ref_maps = reference
+    if maps.shape != ref_maps.shape or scores.shape != ref_scores.shape:
+        return scores, maps, float("inf"), float("inf")
+    return (
+        scores,
+        maps,
+        float(np.abs(maps - ref_maps).max()),
+        float(np.abs(scores - ref_scores).max()),
+    )
+
+
+# ---- export of a saved run ---------------------------------------------------------------------
+
+
+@dataclass
+class ExportReport:
+    path: Path
+    sidecar: Path
+    method: str
+    size_mib: float  # the .onnx file (and its .data file, if any)
+    seconds: float  # tracing and saving, without the self-check
+    check: SelfCheck
+
+    def lines(self) -> list[str]:
+        return [
+            f"exported {self.method} to {self.path} ({self.size_mib:.1f} MiB, opset {OPSET}+, "
+            f"dynamic batch) in {self.seconds:.1f} s; settings in {self.sidecar.name}",
+            self.check.line(),
+        ]
+
+
+def _check_target(target: Path, overwrite: bool) -> None:
+    if target.suffix != ".onnx":
+        raise AnomedError(f"-o {target}: an ONNX file name must end in .onnx. Fix: rename it.")
+    if target.is_dir():
+        raise AnomedError(f"-o {target}: is a folder. Fix: name a file, e.g. {target}/model.onnx")
+    taken = [p for p in (target, sidecar_path(target)) if p.exists()]
+    if taken and not overwrite:
+        raise AnomedError(
+            f"-o {target}: {taken[0]} exists (an earlier export). Fix: pass --overwrite to "
+            "replace it, or pick another -o."
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(target.parent, os.W_OK | os.X_OK):
+        raise AnomedError(f"-o {target}: {target.parent} is not writable. Fix: pick another -o.")
+
+
+def export_run(
+    run: str | Path, output: str | Path | None = None, overwrite: bool = False, opset: int = OPSET
+) -> ExportReport:
+    """Export a saved run as `output` (default RUN/model.onnx) + its JSON sidecar, after the
+    self-check passed; on any failure nothing is left behind (an earlier export stays)."""
+    run = Path(run)
+    method, info = load_checkpoint(run, "cpu")
+    check_exportable(method)  # before any work: a refusal is one line, at once
+    target = Path(os.path.abspath(output or run / MODEL_NAME))
+    _check_target(target, overwrite)
+    images, source = check_images(info, method.backbone.image_size)
+    reference = torch_outputs(method, images)  # the detector as it is, before any folding
+    metadata = _metadata(method, info)
+    stage = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
+    try:
+        staged = stage / "graph" / target.name
+        staged.parent.mkdir()
+        start = time.perf_counter()
+        try:
+            trace_to_onnx(method, staged, opset, copy=False)
+        except AnomedError:
+            raise
+        except Exception as exc:  # the exporter's own failures, as one line
+            reason = " ".join(str(exc).split())[:300]
+            raise AnomedError(
+                f"{info.run.method}: cannot be exported to ONNX ({type(exc).__name__}: {reason})"
+            ) from exc
+        _finish_model(staged, metadata, _EXTERNAL_ABOVE)
+        seconds = time.perf_counter() - start
+        meta = {k.removeprefix("anomed."): json.loads(v) for k, v in metadata.items()}
+        check = _run_check(staged, reference, images, source, meta, info)
+        if not check.passed:
+            raise AnomedError(
+                f"{info.run.method}: the ONNX graph does not reproduce PyTorch: {check.line()}. "
+                "Nothing was written."
+            )
+        sidecar = _sidecar(staged, run, info, meta, check, opset, seconds)
+        (staged.parent / sidecar_path(target).name).write_text(dumps_json(sidecar) + "\n")
+        _install(staged.parent, target)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    size = sum(p.stat().st_size for p in (target, Path(f"{target}.data")) if p.exists())
+    return ExportReport(target, sidecar_path(target), info.run.method, size / 2**20, seconds, check)
+
+
+def _run_check(staged, reference, images, source, meta, info: CheckpointInfo) -> SelfCheck:
+    scores, _, dmap, dscore = self_check(staged, reference, images, meta)
+    agree = None
+    threshold = info.calibration.threshold
+    if threshold is not None:
+        agree = int(((scores > threshold) == (reference[0] > threshold)).sum())
+    return SelfCheck(source, len(images), dmap, dscore, agree, tolerance=TOLERANCE)
+
+
+def _sidecar(staged: Path, run: Path, info, meta: dict, check: SelfCheck, opset, seconds) -> dict:
+    data = Path(f"{staged}.data")
+    return {
+        "format": "anomed-onnx/1",
+        "anomed_version": __version__,
+        "file": staged.name,
+        "onnx_sha256": sha256_file(staged),
+        "external_data": data.name if data.exists() else None,
+        "opset": opset,
+        **{k: meta[k] for k in ("method", "preset", "class_name", "image_size")},
+        "input": {
+            "name": "image",
+            "shape": ["batch", 3, meta["image_size"], meta["image_size"]],
+            "dtype": "float32",
+            "layout": "NCHW, RGB",
+            "normalisation": "(pixel in [0, 1] - mean) / std, per channel",
+            "mean": meta["mean"],
+            "std": meta["std"],
+        },
+        "outputs": {
+            "anomaly_map": "float32 (batch, S, S)",
+            "score": "float32 (batch,); abnormal when > threshold",
+        },
+        "threshold": meta["threshold"],
+        "map_range": meta["map_range"],
+        "checkpoint": {
+            "path": str(run.absolute()),
+            "weights_sha256": sha256_file(run / WEIGHTS),
+        },
+        "info": to_dict(info),
+        "self_check": {**asdict(check), "passed": check.passed},
+        "export_seconds": seconds,
+    }
+
+
+def _install(stage: Path, target: Path) -> None:
+    """Move the staged files into place: weights, then the graph, then the sidecar (a loader
+    checks the graph against the sidecar's hash, so a kill in between is caught, not mixed)."""
+    stale = Path(f"{target}.data")
+    if stale.exists() and not (stage / stale.name).exists():
+        stale.unlink()  # an earlier, larger export's weights
+    for name in (stale.name, target.name, sidecar_path(target).name):
+        if (stage / name).exists():
+            os.replace(stage / name, target.parent / name)
