@@ -84,6 +84,9 @@ CASES += [
     ("predict-is-run", lambda c: c.predict(c.run, OW), ("holds",)),
     ("eval-is-run", lambda c: c.eval(c.run, OW), ("holds",)),
     ("predict-link-to-run", lambda c: c.predict(c.link(c.run), OW), ("holds",)),
+    ("ray-is-run", lambda c: c.predict(c.run, OW, "--engine", "ray"), ("holds",)),
+    ("ray-holds-data", lambda c: c.predict(c.tmp, OW, "--engine", "ray"), ("holds",)),
+    ("ray-inside-data", lambda c: c.predict(c.images / "o", "--engine", "ray"), ("inside",)),
     (
         "train-holds-shots-file",
         lambda c: c.train(c.tmp / "s", OW, "--shots-file", c.shots()),
