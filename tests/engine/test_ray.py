@@ -37,6 +37,7 @@ def test_listing_matches_collect_inputs_and_marks_done_rows_skipped(tmp_path):
         "b.png": "image",
         "b_mask.png": "excluded",
         ".hidden.png": "excluded",
+        "notes.txt": "excluded",  # listed as left out, like predict's folder scan
         "gone.png": "input",
     }
     assert all(os.path.isabs(p) for p in batch["path"])
