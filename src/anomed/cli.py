@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from anomed.errors import AnomedError
+from anomed.errors import AnomedError, display_text
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -786,6 +786,9 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # a non-UTF-8 file name never crashes a print
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     warnings.simplefilter("default", UserWarning)
@@ -793,7 +796,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code = args.func(args)
     except AnomedError as exc:
-        print(f"anomed: error: {exc}", file=sys.stderr)
+        print(f"anomed: error: {display_text(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("anomed: interrupted", file=sys.stderr)

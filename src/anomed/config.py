@@ -36,18 +36,23 @@ class Bounds(NamedTuple):
 
     def check(self, value: float) -> str | None:
         if self.lo is not None and (value < self.lo or (self.open_lo and value == self.lo)):
-            return f"{'>' if self.open_lo else '>='} {self.lo:g}"
+            return f"{'>' if self.open_lo else '>='} {_num(self.lo)}"
         if self.hi is not None and value > self.hi:
-            return f"<= {self.hi:g}"
+            return f"<= {_num(self.hi)}"
         return None
 
     def describe(self) -> str:
         parts = []
         if self.lo is not None:
-            parts.append(f"{'>' if self.open_lo else '>='} {self.lo:g}")
+            parts.append(f"{'>' if self.open_lo else '>='} {_num(self.lo)}")
         if self.hi is not None:
-            parts.append(f"<= {self.hi:g}")
+            parts.append(f"<= {_num(self.hi)}")
         return " and ".join(parts)
+
+
+def _num(value: float) -> str:
+    """A bound as written: whole numbers in full (4294967295, not 4.29497e+09)."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 class Pattern(NamedTuple):
@@ -169,6 +174,15 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
         raise AnomedError(
             f"unknown {cls.__name__} keys {[where + k for k in unknown]}{hint}; known: {names}"
         )
+    missing = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.name not in data
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise AnomedError(f"{cls.__name__} needs the keys {[where + m for m in missing]}")
     kwargs = {name: coerce(hints[name], value, where + name) for name, value in data.items()}
     return cls(**kwargs)
 
@@ -267,10 +281,14 @@ def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     """data["a"]["b"] = value for key "a.b", creating dicts on the way."""
     parts = key.split(".")
     node = data
-    for part in parts[:-1]:
+    for i, part in enumerate(parts[:-1]):
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise AnomedError(f"--set {key}: {part!r} is not a section")
+            section = ".".join(parts[: i + 1])
+            raise AnomedError(
+                f"{key}: {section} is {node!r}, not a section of settings. Fix: make {section} "
+                "a mapping of key: value settings in the config, or drop that value."
+            )
     node[parts[-1]] = value
 
 
@@ -301,7 +319,10 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise AnomedError(f"{path}: no such config file. Fix: check the path.")
     if path.stat().st_size > MAX_CONFIG_BYTES:
-        raise AnomedError(f"{path}: {path.stat().st_size} bytes is too large for a config file")
+        raise AnomedError(
+            f"{path}: {path.stat().st_size} bytes is too large for a config file (limit "
+            f"{MAX_CONFIG_BYTES}). Fix: pass the run's YAML config, a few kB of key: value lines."
+        )
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
@@ -331,4 +352,12 @@ def _safe_yaml(text: str, where: str) -> Any:
     try:
         return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise AnomedError(f"{where}: not valid YAML ({exc})") from exc
+        raise AnomedError(
+            f"{where}: not valid YAML ({exc}). Fix: correct it there; configs are plain YAML "
+            "(no !!tags, no &anchors/*aliases)."
+        ) from exc
+    except RecursionError as exc:  # thousands of nested [[[...]]]: no config is that deep
+        raise AnomedError(
+            f"{where}: YAML nested too deeply to be a config. Fix: pass a config of key: value "
+            "lines."
+        ) from exc

@@ -1,7 +1,8 @@
 """Output folders and result files a user can trust.
 
-- A folder is checked before any work: not a file, writable, not inside an input folder, and
-  empty unless the user asked to overwrite it, so an old result never sits beside a new one.
+- A folder is checked before any work: not a file, writable (probed), not inside an input
+  folder, not holding an input, and empty unless the user asked to overwrite it, so an old
+  result never sits beside a new one and no input is ever replaced.
 - A folder is written as one unit: everything goes into a hidden sibling, which replaces the
   target only when complete (an interrupted run leaves the old folder or nothing, never a mix).
 - JSON is strict: a non-finite number is written as null, never as a bare NaN.
@@ -10,11 +11,13 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import math
 import os
 import secrets
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -29,14 +32,14 @@ def check_output_dir(
     inputs: Sequence[str | Path] = (),
     flag: str = "--output",
     protect: Sequence[str | Path] = (),
-    staged: bool = False,
 ) -> Path:
     """The absolute output folder, after refusing every place that would lose or mix results.
 
-    `inputs` (files or folders) must neither hold the output folder nor lie inside it (writing
-    it would delete them); `protect` (e.g. the checkpoint being evaluated) must not lie inside
-    it. Paths are compared as given and with symbolic links resolved. `staged`: the folder will
-    be written with `staged_dir`, which works in its parent, so the parent must be writable."""
+    `inputs` (files or folders) may neither hold the output (a later run would read it) nor
+    lie inside it (replacing it would delete them); `protect` (e.g. the checkpoint being
+    evaluated, whose reports may go inside it) must only not lie inside it. Paths are compared
+    as given and with symbolic links resolved. The folder and its parent (where `staged_dir`
+    builds the new folder) must be writable."""
     if str(path).strip() == "":
         raise AnomedError(f"{flag} '': an empty path. Fix: name a folder, e.g. {flag} runs/x.")
     out = Path(os.path.abspath(Path(path).expanduser()))
@@ -47,6 +50,13 @@ def check_output_dir(
         )
     if out.exists() and not out.is_dir():
         raise AnomedError(f"{flag} {path}: is a file, not a folder. Fix: pick another {flag}.")
+    for item in [*inputs, *protect]:
+        source = Path(os.path.abspath(Path(item).expanduser()))
+        if os.path.lexists(source) and _within(source, out):
+            raise AnomedError(
+                f"{flag} {path}: holds {item}, which this run reads, so replacing the folder "
+                f"would delete it. Fix: pick a {flag} that does not contain your inputs."
+            )
     for item in inputs:
         source = Path(os.path.abspath(Path(item).expanduser()))
         if source.is_dir() and _within(out, source):
@@ -54,19 +64,12 @@ def check_output_dir(
                 f"{flag} {path}: lies inside the input folder {item}, so a later run would "
                 f"read its own outputs. Fix: pick a {flag} outside {item}."
             )
-    for item in [*inputs, *protect]:
-        source = Path(os.path.abspath(Path(item).expanduser()))
-        if os.path.lexists(source) and _within(source, out):
-            raise AnomedError(
-                f"{flag} {path}: holds {item}, which writing the output folder would delete. "
-                f"Fix: pick a {flag} that does not contain it."
-            )
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise AnomedError(
             f"{flag} {path}: folder is not empty (earlier results). Fix: pass --overwrite to "
             f"replace it, or pick another {flag}."
         )
-    _check_writable(out.parent if staged else out, flag, path)
+    _check_writable(out, flag, path)
     return out
 
 
@@ -78,24 +81,35 @@ def _within(path: Path, folder: Path) -> bool:
     return False
 
 
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def _check_writable(out: Path, flag: str, given: str | Path) -> None:
-    parent = out
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise AnomedError(f"{flag} {given}: {parent} is a file. Fix: pick another {flag}.")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise AnomedError(
-            f"{flag} {given}: {parent} is not writable. Fix: pick a folder you can write to."
-        )
+    """Probe by creating (and removing) a folder where the outputs and their staging sibling
+    go: permission bits alone miss read-only mounts, /proc and root's special cases."""
+    for parent in {_nearest_existing(out), _nearest_existing(out.parent)}:
+        if not parent.is_dir():
+            raise AnomedError(f"{flag} {given}: {parent} is a file. Fix: pick another {flag}.")
+        try:
+            os.rmdir(tempfile.mkdtemp(dir=parent, prefix=".anomed-write-check-"))
+        except OSError as exc:
+            raise AnomedError(
+                f"{flag} {given}: cannot write in {parent} ({exc.strerror or exc}). Fix: pick a "
+                "folder you can write to."
+            ) from exc
 
 
 @contextlib.contextmanager
 def staged_dir(target: str | Path) -> Iterator[Path]:
     """Yield an empty hidden sibling of `target`; on success it replaces `target` whole.
 
-    On an exception the sibling is removed and `target` is left as it was. The swap is two
-    renames; a kill between them leaves the old folder under `.<name>.old-*`, never a mix.
+    On an exception the sibling is removed and `target` is left as it was. On Linux the swap is
+    one atomic exchange (renameat2 RENAME_EXCHANGE): a reader or a kill sees the old folder or
+    the new one, nothing in between. Elsewhere it is two renames; a kill between them leaves
+    the old folder under `.<name>.old-*/` (see `interrupted_swap`), never a mix.
     """
     target = Path(os.path.abspath(target))
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -106,6 +120,9 @@ def staged_dir(target: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
+    if target.is_dir() and not target.is_symlink() and _exchange(stage, target):
+        shutil.rmtree(stage, ignore_errors=True)  # now holds the old folder
+        return
     old = None
     if target.exists():
         old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
@@ -113,6 +130,27 @@ def staged_dir(target: str | Path) -> Iterator[Path]:
     os.replace(stage, target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):  # glibc < 2.28, musl
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    done = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    return done == 0  # EINVAL (file system without it), ENOSYS: fall back to two renames
+
+
+def interrupted_swap(target: str | Path) -> Path | None:
+    """The previous `target` that a kill between the two fallback renames left behind."""
+    target = Path(os.path.abspath(target))
+    found = sorted(target.parent.glob(f".{target.name}.old-*/{target.name}"))
+    return found[-1] if found else None
 
 
 def clear_dir(path: Path) -> None:

@@ -171,7 +171,11 @@ def _parse_shot_file(path: Path) -> dict[str, list[str]]:
     if not path.is_file():
         raise AnomedError(f"{path}: no such MVFA support file. Fix: check --shots-file.")
     entries: dict[str, list[str]] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise AnomedError(f"{path}: not a UTF-8 text file. Fix: save it as UTF-8 text.") from None
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         key, sep, names = line.partition(":")

@@ -73,6 +73,8 @@ def _load(path: Path) -> dict:
         ) from None
     except UnicodeDecodeError:
         raise AnomedError(f"{path}: not a UTF-8 text file. Fix: save it as UTF-8 JSON.") from None
+    except RecursionError:
+        raise AnomedError(f"{path}: JSON nested too deeply. Fix: correct the file.") from None
     if not isinstance(spec, dict) or not isinstance(spec.get("test"), dict):
         raise AnomedError(f'{path}: expected an object with "train" and "test"; e.g. {_EXAMPLE}.')
     return spec

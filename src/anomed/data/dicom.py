@@ -7,6 +7,11 @@ centre with them, so windowing the result equals the inverse of windowing the st
 
 Slices are stacked in the file's (column, row, slice) order with an LPS -> RAS affine, then
 reoriented to canonical RAS+ like every volume (see `anomed.data.volumes`).
+
+Every header value is checked before it is used: a size claim above the voxel limit is refused
+before any pixel is decoded, geometry (position, orientation, spacing) and rescale values must be
+finite, and a non-finite or non-positive display window is ignored (percentiles are used). A file
+pydicom cannot parse, in any way, is one `AnomedError` naming it.
 """
 
 from __future__ import annotations
@@ -21,7 +26,15 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut
 
-from anomed.data.volumes import Volume, _canonical, _check_exists, _reason, _walk_files
+from anomed.data.volumes import (
+    _DICOM_SUFFIXES,
+    Volume,
+    _canonical,
+    _check_exists,
+    _reason,
+    _walk_files,
+    check_voxels,
+)
 from anomed.errors import AnomedError
 
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
@@ -68,7 +81,7 @@ def _read_dicom_file(path: Path) -> pydicom.Dataset | None:
         return pydicom.dcmread(path)
     except InvalidDicomError:
         return None
-    except (OSError, EOFError, ValueError, TypeError, KeyError) as exc:
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types on hostile bytes
         raise AnomedError(
             f"{path}: DICOM file is truncated or corrupt ({_reason(exc)}). "
             "Fix: re-export the series or remove the file."
@@ -88,18 +101,20 @@ def _frames(path: Path, ds: pydicom.Dataset) -> np.ndarray:
         pixels = ds.pixel_array
     except Exception as exc:  # decoder plugins raise many types
         syntax = ds.file_meta.get("TransferSyntaxUID")
-        fix = (
-            "install a decoder (pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg) or "
-            "decompress with `gdcmconv --raw`"
-            if syntax is not None and syntax.is_compressed
-            else "the file is truncated or corrupt; re-export the series or remove it"
-        )
+        if syntax is not None and not syntax.is_transfer_syntax:
+            fix = "the transfer syntax is unknown; re-export the series uncompressed"
+        elif syntax is not None and syntax.is_compressed:
+            fix = (
+                "install a decoder (pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg) "
+                "or decompress with `gdcmconv --raw`"
+            )
+        else:
+            fix = "the file is truncated or corrupt; re-export the series or remove it"
         raise AnomedError(
             f"{path}: cannot decode DICOM pixel data, transfer syntax {syntax} "
             f"({_reason(exc)}). Fix: {fix}."
         ) from exc
-    n = int(ds.get("NumberOfFrames", 1) or 1)
-    return pixels.reshape(n, *pixels.shape[-2:])
+    return pixels.reshape(-1, *pixels.shape[-2:])
 
 
 def _modality(path: Path, ds: pydicom.Dataset, frame: int, pixels: np.ndarray) -> np.ndarray:
@@ -116,8 +131,76 @@ def _modality(path: Path, ds: pydicom.Dataset, frame: int, pixels: np.ndarray) -
             ) from exc
     slope = _frame_value(ds, frame, "PixelValueTransformationSequence", "RescaleSlope")
     inter = _frame_value(ds, frame, "PixelValueTransformationSequence", "RescaleIntercept")
-    scaled = pixels.astype(np.float64) * float(1.0 if slope is None else slope)
-    return (scaled + float(inter or 0.0)).astype(np.float32)
+    slope = 1.0 if slope is None else _number(slope)
+    inter = 0.0 if inter is None else _number(inter)
+    if slope is None or inter is None or slope == 0:
+        raise AnomedError(
+            f"{path}: RescaleSlope/RescaleIntercept are not usable numbers "
+            f"({ds.get('RescaleSlope')!r}, {ds.get('RescaleIntercept')!r}), so pixel values "
+            "cannot be put in modality units. Fix: correct the rescale tags or re-export."
+        )
+    return (pixels.astype(np.float64) * slope + inter).astype(np.float32)
+
+
+def _number(value: Any) -> float | None:
+    """A finite float from a DICOM DS/IS value, else None (text, NaN, Inf, empty)."""
+    try:
+        out = float(_first(value))
+    except (TypeError, ValueError, IndexError):
+        return None
+    return out if np.isfinite(out) else None
+
+
+def _vector(path: Path, value: Any, n: int, tag: str) -> np.ndarray | None:
+    """`value` as n finite floats, None when absent; anything else is an AnomedError."""
+    if value is None:
+        return None
+    try:
+        out = np.array([float(v) for v in value], np.float64)
+    except (TypeError, ValueError) as exc:
+        raise AnomedError(
+            f"{path}: {tag} {value!r} is not {n} numbers. Fix: correct the tag or re-export."
+        ) from exc
+    if out.shape != (n,) or not np.isfinite(out).all():
+        raise AnomedError(
+            f"{path}: {tag} {list(value)!r} is not {n} finite numbers, so the slice "
+            "geometry is unknown. Fix: correct the tag or re-export the series."
+        )
+    return out
+
+
+def _orientation(path: Path, value: Any) -> np.ndarray | None:
+    """ImageOrientationPatient: two non-zero, non-parallel direction vectors."""
+    orient = _vector(path, value, 6, "ImageOrientationPatient")
+    if orient is not None:
+        row, col = orient[:3], orient[3:]
+        if min(np.linalg.norm(row), np.linalg.norm(col)) < 1e-6 or (
+            np.linalg.norm(np.cross(row, col)) < 1e-6 * np.linalg.norm(row) * np.linalg.norm(col)
+        ):
+            raise AnomedError(
+                f"{path}: ImageOrientationPatient {list(value)!r} gives no plane (a zero or "
+                "repeated direction), so the slice orientation is unknown. Fix: correct the "
+                "tag or re-export the series."
+            )
+    return orient
+
+
+def _spacing(path: Path, ds: pydicom.Dataset, value: Any) -> tuple[float, float]:
+    """PixelSpacing (else ImagerPixelSpacing, else 1 mm): two finite, positive numbers."""
+    value = value or ds.get("ImagerPixelSpacing") or [1.0, 1.0]
+    spacing = _vector(path, value, 2, "PixelSpacing")
+    if spacing is None or (spacing <= 0).any():
+        raise AnomedError(
+            f"{path}: PixelSpacing {list(value)!r} must be two positive numbers. Fix: correct "
+            "the tag or re-export the series."
+        )
+    return float(spacing[0]), float(spacing[1])
+
+
+def _window(center: Any, width: Any) -> tuple[float, float] | None:
+    """The header window (centre, width) when both are finite and the width positive."""
+    c, w = _number(center), _number(width)
+    return None if c is None or w is None or w <= 0 else (c, w)
 
 
 def _slices_of(path: Path, ds: pydicom.Dataset) -> list[_Slice]:
@@ -131,17 +214,17 @@ def _slices_of(path: Path, ds: pydicom.Dataset) -> list[_Slice]:
         step = step or _frame_value(ds, k, "PixelMeasuresSequence", "SliceThickness")
         center = _frame_value(ds, k, "FrameVOILUTSequence", "WindowCenter")
         width = _frame_value(ds, k, "FrameVOILUTSequence", "WindowWidth")
-        number = ds.get("InstanceNumber") if len(frames) == 1 else k + 1
-        win = None if center is None or width is None else (_first(center), _first(width))
+        number = _number(ds.get("InstanceNumber")) if len(frames) == 1 else k + 1
+        step = _number(step)
         out.append(
             _Slice(
                 pixels=_modality(path, ds, k, pixels),
-                position=None if pos is None else np.array(pos, np.float64),
-                orientation=None if orient is None else np.array(orient, np.float64),
-                spacing=tuple(float(s) for s in (spacing or ds.get("ImagerPixelSpacing", [1, 1]))),
-                thickness=float(step) if step else None,
+                position=_vector(path, pos, 3, "ImagePositionPatient"),
+                orientation=_orientation(path, orient),
+                spacing=_spacing(path, ds, spacing),
+                thickness=step if step and step > 0 else None,
                 number=None if number is None else int(number),
-                window=None if win is None else (float(win[0]), float(win[1])),
+                window=_window(center, width),
                 inverted=inverted,
             )
         )
@@ -238,13 +321,21 @@ def _assemble(slices: list[_Slice], source: Path) -> tuple[np.ndarray, np.ndarra
 def _series_datasets(folder: Path, series_uid: str | None) -> list[tuple[Path, pydicom.Dataset]]:
     """The (file, dataset) pairs of the one series in `folder` (or of `series_uid`)."""
     groups: dict[str, list[tuple[Path, pydicom.Dataset]]] = {}
+    unmarked: list[Path] = []  # named .dcm but no DICOM marker
     for path in _walk_files(folder):
         ds = _read_dicom_file(path)
+        if ds is None and path.name.lower().endswith(_DICOM_SUFFIXES):
+            unmarked.append(path)
         if ds is not None and "DirectoryRecordSequence" not in ds:  # skip DICOMDIR
             groups.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append((path, ds))
     if not groups:
+        named = (
+            f" ({len(unmarked)} files named like DICOM lack it, e.g. {unmarked[0].name})"
+            if unmarked
+            else ""
+        )
         raise AnomedError(
-            f"{folder}: no DICOM files found (files with the 'DICM' marker). "
+            f"{folder}: no DICOM files found (files with the 'DICM' marker){named}. "
             "Fix: point at a folder of DICOM slices, a .dcm file or a .nii/.nii.gz file."
         )
     if series_uid is not None and series_uid in groups:
@@ -262,6 +353,33 @@ def _series_datasets(folder: Path, series_uid: str | None) -> list[tuple[Path, p
     )
 
 
+def _frame_count(ds: pydicom.Dataset) -> int:
+    value = _number(ds.get("NumberOfFrames", 1))
+    return 1 if value is None or value < 1 else int(value)
+
+
+def _check_claimed_size(path: Path, datasets: list[tuple[Path, pydicom.Dataset]]) -> None:
+    """Rows x Columns x frames of the whole series, checked before any pixel is decoded."""
+    rows = [_number(ds.get("Rows", 0)) or 0 for _, ds in datasets]
+    cols = [_number(ds.get("Columns", 0)) or 0 for _, ds in datasets]
+    frames = sum(_frame_count(ds) for _, ds in datasets)
+    if max(rows) * max(cols) * frames > 0:  # zero sizes are reported by the decoder
+        check_voxels(path, (int(max(cols)), int(max(rows)), frames))
+
+
+def _guarded_slices(path: Path, ds: pydicom.Dataset) -> list[_Slice]:
+    """`_slices_of`, with pydicom's lazy value parsing errors turned into one AnomedError."""
+    try:
+        return _slices_of(path, ds)
+    except AnomedError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - hostile header values fail deep inside pydicom
+        raise AnomedError(
+            f"{path}: unreadable DICOM header values ({_reason(exc)}). Fix: re-export the "
+            "series or remove the file."
+        ) from exc
+
+
 def read_dicom_series(path: str | Path, series_uid: str | None = None) -> Volume:
     """Read a DICOM volume: a multi-frame or single-slice file, or a folder (searched
     recursively; non-DICOM files ignored) holding one series, or `series_uid` among several.
@@ -272,6 +390,18 @@ def read_dicom_series(path: str | Path, series_uid: str | None = None) -> Volume
     ImagePositionPatient, ImageOrientationPatient, PixelSpacing and the slice step."""
     path = Path(path)
     _check_exists(path)
+    try:
+        return _read_series(path, series_uid)
+    except AnomedError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pydicom parses values lazily, on first access
+        raise AnomedError(
+            f"{path}: unreadable DICOM header values ({_reason(exc)}). Fix: re-export the "
+            "series or remove the damaged file."
+        ) from exc
+
+
+def _read_series(path: Path, series_uid: str | None) -> Volume:
     if path.is_dir():
         datasets = _series_datasets(path, series_uid)
     else:
@@ -279,9 +409,10 @@ def read_dicom_series(path: str | Path, series_uid: str | None = None) -> Volume
         if ds is None:
             raise AnomedError(f"{path}: not a DICOM file (no 'DICM' marker). Fix: check the path.")
         datasets = [(path, ds)]
-    if len(datasets) > 1 and any(int(d.get("NumberOfFrames", 1) or 1) > 1 for _, d in datasets):
+    if len(datasets) > 1 and any(_frame_count(d) > 1 for _, d in datasets):
         raise AnomedError(f"{path}: a series of several multi-frame files. Fix: pass one file.")
-    slices = [s for f, ds in datasets for s in _slices_of(f, ds)]
+    _check_claimed_size(path, datasets)
+    slices = [s for f, ds in datasets for s in _guarded_slices(f, ds)]
     _invert_monochrome1(slices)
     arr, affine, first = _assemble(slices, path)
     ds = datasets[0][1]

@@ -147,7 +147,7 @@ def import_dataset(
         raise AnomedError(f"{src}: no such folder. Fix: pass the dataset's top folder.")
     if not 0.0 < train_fraction < 1.0:
         raise AnomedError(f"--train-fraction {train_fraction}: must lie strictly between 0 and 1")
-    out = check_output_dir(output, overwrite, inputs=[src], staged=True)
+    out = check_output_dir(output, overwrite, inputs=[src])
     items, classes = _read_classes(src, kind, {n.lower() for n in normal} or set(NORMAL_NAMES))
     normals = [i for i in items if i.label == 0]
     order = np.random.default_rng(seed).permutation(len(normals))

@@ -3,10 +3,19 @@
 An image comes back as float32 (H, W, 3) in [0, 1]; a mask as bool (H, W). Both readers accept
 any format Pillow decodes (PNG, JPEG, BMP, TIFF, ...), including 16-bit PNG/TIFF, and fail with an
 `AnomedError` naming the file when it is missing, truncated or not an image at all.
+
+Hostile files are refused from the header, before any pixel is decoded:
+- more than `max_pixels()` pixels (default 50 Mpx, environment variable ANOMED_MAX_PIXELS): a
+  decompression bomb (a 144-Mpx PNG can be 140 kB) or a whole-slide scan;
+- several pages or frames (multi-page TIFF, animated GIF/PNG): which page is "the" image is not
+  guessed, so scoring page 1 silently is avoided;
+- NaN/Inf float pixels (after decoding; a mask with them too).
 """
 
 from __future__ import annotations
 
+import os
+import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +28,25 @@ from anomed.errors import AnomedError
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 _LOSSY_EXTENSIONS = frozenset({".jpg", ".jpeg"})
+DEFAULT_MAX_PIXELS = 50_000_000  # 7071 x 7071; a mammogram is ~20 Mpx
+MIN_SIDE = 8  # the smallest side a detector scores (engine.detector, engine.volumes)
+
+
+def max_pixels() -> int:
+    """The largest image (width x height) read: ANOMED_MAX_PIXELS, else 50 million."""
+    raw = os.environ.get("ANOMED_MAX_PIXELS", "").strip()
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(float(raw))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise AnomedError(
+            f"ANOMED_MAX_PIXELS={raw!r}: expected a positive whole number of pixels. "
+            "Fix: unset it or set e.g. ANOMED_MAX_PIXELS=100000000."
+        )
+    return value
 
 
 def is_image_file(path: str | Path) -> bool:
@@ -36,11 +64,7 @@ def read_image(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     arr = _decode(path)  # (H, W) or (H, W, 3), native dtype
-    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
-        raise AnomedError(
-            f"{path}: {int(np.size(arr) - np.isfinite(arr).sum())} pixels are NaN or Inf. "
-            "Fix: replace them (e.g. with 0) and re-export the image."
-        )
+    _check_finite(arr, path)
     if arr.dtype == np.bool_:
         out = arr.astype(np.float32)
     elif arr.dtype == np.uint8:
@@ -52,6 +76,14 @@ def read_image(path: str | Path) -> np.ndarray:
     if out.ndim == 2:
         out = np.repeat(out[:, :, None], 3, axis=2)  # (H, W) -> (H, W, 3)
     return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _check_finite(arr: np.ndarray, path: Path) -> None:
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        raise AnomedError(
+            f"{path}: {int(np.size(arr) - np.isfinite(arr).sum())} pixels are NaN or Inf. "
+            "Fix: replace them (e.g. with 0) and re-export the image."
+        )
 
 
 def check_pixels(image: np.ndarray, source: str) -> np.ndarray:
@@ -82,7 +114,9 @@ def read_mask(paths: Sequence[str | Path], size: tuple[int, int] | None = None) 
     merged: np.ndarray | None = None
     target = tuple(size) if size is not None else None
     for path in paths:
-        mask = _mask_from_array(_decode(path), path)  # (H, W) bool
+        arr = _decode(path)
+        _check_finite(arr, path)
+        mask = _mask_from_array(arr, path)  # (H, W) bool
         if target is None:
             target = mask.shape
         if mask.shape != target:
@@ -97,23 +131,74 @@ def read_mask(paths: Sequence[str | Path], size: tuple[int, int] | None = None) 
 
 
 def _decode(path: Path) -> np.ndarray:
-    """Fully decode a file to its native array: (H, W) or (H, W, 3), alpha composited on black."""
+    """Fully decode a file to its native array: (H, W) or (H, W, 3), alpha composited on black.
+
+    Size and page count are checked from the header first (see the module docstring)."""
     if not path.is_file():
-        what = "a folder, not a file" if path.is_dir() else "no such file"
+        if path.is_dir():
+            what = "a folder, not a file"
+        elif path.exists():
+            what = "not a regular file (a pipe, socket or device)"
+        else:
+            what = "no such file"
         raise AnomedError(f"{path}: {what}. Fix: check the path or the dataset layout.")
+    limit = max_pixels()
+    if Image.MAX_IMAGE_PIXELS and limit > Image.MAX_IMAGE_PIXELS:  # the user raised ours
+        Image.MAX_IMAGE_PIXELS = limit  # Pillow refuses above twice its own
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below
+            img = Image.open(path)
+    except Image.DecompressionBombError as exc:  # Pillow's own, far higher limit
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(found.group(1)):,} pixels" if found else "its size"
+        raise AnomedError(_too_large(path, size)) from exc
+    except Exception as exc:  # Pillow raises many types (OSError, SyntaxError, ValueError, ...)
+        raise AnomedError(_unreadable(path, exc)) from exc
+    with img:
+        _check_header(img, path)
+        try:
             wide_rgb = img.mode in ("RGB", "RGBA") and _has_16bit_tiles(img)
             img.load()  # force a full decode so a truncated file fails here, not later
             arr = None if wide_rgb else _pil_to_array(img)
-    except Exception as exc:  # Pillow raises many types (OSError, SyntaxError, ValueError, ...)
-        raise AnomedError(
-            f"{path}: not a readable image ({type(exc).__name__}: {exc}). "
-            "Fix: re-export it as PNG, or remove it from the dataset."
-        ) from exc
+        except Exception as exc:  # noqa: BLE001 - as above
+            raise AnomedError(_unreadable(path, exc)) from exc
     if arr is None:  # Pillow reduces 16-bit colour to 8 bits; OpenCV keeps all of them
         arr = _cv2_wide_rgb(path)
     return arr
+
+
+def _unreadable(path: Path, exc: BaseException) -> str:
+    return (
+        f"{path}: not a readable image ({type(exc).__name__}: {exc}). "
+        "Fix: re-export it as PNG, or remove it from the dataset."
+    )
+
+
+def _too_large(path: Path, size: str) -> str:
+    limit = max_pixels()
+    return (
+        f"{path}: {size} is above the limit of {limit:,} pixels (a decompression bomb, or a "
+        "whole-slide scan). Fix: downscale the image, or raise the limit with "
+        f"ANOMED_MAX_PIXELS={2 * limit} if it is genuine."
+    )
+
+
+def _check_header(img: Image.Image, path: Path) -> None:
+    """Refuse bombs and multi-page files before decoding a pixel."""
+    width, height = img.size
+    if width * height > max_pixels():
+        raise AnomedError(_too_large(path, f"{width}x{height} = {width * height:,} pixels"))
+    try:
+        frames = int(getattr(img, "n_frames", 1) or 1)
+    except Exception as exc:  # noqa: BLE001 - a broken frame table is a broken file
+        raise AnomedError(_unreadable(path, exc)) from exc
+    if frames > 1:
+        raise AnomedError(
+            f"{path}: holds {frames} pages/frames (a multi-page TIFF or an animation); anomed "
+            "reads single images and does not guess which page to score. Fix: save the page "
+            "you mean as its own file (e.g. `tiffsplit`, or Pillow's img.seek(i))."
+        )
 
 
 def _has_16bit_tiles(img: Image.Image) -> bool:
@@ -175,12 +260,18 @@ def _in_unit_range(arr: np.ndarray) -> bool:
 
 
 def _minmax(arr: np.ndarray) -> np.ndarray:
-    """Linear map of the image's own [min, max] to [0, 1]; a constant image maps to 0."""
-    arr = arr.astype(np.float64)
+    """Linear map of the image's own [min, max] to [0, 1]; a constant image maps to 0.
+
+    Up to 16-bit integers are exact in float32, so those are mapped in float32 (half the
+    memory of a float64 copy of a 50-Mpx colour image); wider data in float64."""
     lo, hi = float(arr.min()), float(arr.max())
     if hi <= lo:
         return np.zeros(arr.shape, np.float32)
-    return ((arr - lo) / (hi - lo)).astype(np.float32)
+    exact = np.issubdtype(arr.dtype, np.integer) and arr.dtype.itemsize <= 2
+    work = arr.astype(np.float32 if exact else np.float64)
+    work -= lo
+    work /= hi - lo
+    return work.astype(np.float32, copy=False)
 
 
 def _mask_from_array(arr: np.ndarray, path: Path) -> np.ndarray:

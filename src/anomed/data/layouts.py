@@ -120,14 +120,19 @@ def _read_json_lines(path: Path) -> list[tuple[int, dict]]:
     if not path.is_file():
         raise AnomedError(f"{path}: no such file. Fix: the samples-json layout needs it.")
     out = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise AnomedError(f"{path}: not a UTF-8 text file. Fix: save it as UTF-8 JSON.") from None
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             rec = json.loads(line)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:
+            why = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
             raise AnomedError(
-                f"{path}:{number}: not valid JSON ({exc.msg}). Fix: one JSON object per line."
+                f"{path}:{number}: not valid JSON ({why}). Fix: one JSON object per line."
             ) from None
         if not isinstance(rec, dict) or "filename" not in rec or "label" not in rec:
             raise AnomedError(
@@ -222,7 +227,15 @@ def _images_in(folder: Path) -> list[Path]:
     """Image files directly in `folder`, sorted by name; hidden and non-image files skipped."""
     if not folder.is_dir():
         return []
-    files = (p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    broken = sorted(p.name for p in entries if p.is_symlink() and not p.exists())
+    if broken:
+        warnings.warn(
+            f"{folder}: skipped {len(broken)} broken symbolic links (e.g. {broken[0]}); their "
+            "images are not in the dataset. Fix: restore the targets or remove the links.",
+            stacklevel=4,
+        )
+    files = (p for p in entries if p.is_file())
     return sorted((p for p in files if is_image_file(p)), key=lambda p: p.name)
 
 

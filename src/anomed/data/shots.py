@@ -88,9 +88,10 @@ def read_shot_list(path: str | Path, root: str | Path) -> ShotSplit:
         raise AnomedError(f"{path}: no such shot list. Fix: check the path.")
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
         raise AnomedError(
-            f"{path}: not valid YAML ({exc}). Fix: re-create the shot list."
+            f"{path}: not a valid YAML shot list ({type(exc).__name__}: {exc}). "
+            "Fix: re-create the shot list."
         ) from None
     if not isinstance(doc, dict) or not {"k", "seed", "shots", "val"} <= doc.keys():
         raise AnomedError(

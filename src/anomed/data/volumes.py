@@ -17,6 +17,11 @@ DICOM reading (modality units, MONOCHROME1 inversion, series sorting) lives in
 
 `write_nifti` undoes the reorientation, so a map computed on the canonical array is written with
 the input file's own axis order, shape and affine and overlays the input in any viewer.
+
+Hostile files are refused with one `AnomedError` naming the file and a fix, never a traceback:
+a header claiming more than `max_voxels()` voxels (default 2^28, ANOMED_MAX_VOXELS) is refused
+before any voxel is read, as are zero-size or negative dimensions, complex or RGB datatypes,
+and a NaN/Inf or singular voxel-to-world affine (its views would be meaningless).
 """
 
 from __future__ import annotations
@@ -39,7 +44,49 @@ VIEWS = ("axial", "sagittal", "coronal")
 _PERMS = {"axial": (2, 1, 0), "sagittal": (0, 2, 1), "coronal": (1, 2, 0)}
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
-_NIFTI_ERRORS = (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError)
+_NIFTI_ERRORS = (
+    OSError,
+    EOFError,
+    ValueError,
+    OverflowError,
+    TypeError,
+    zlib.error,
+    nib.filebasedimages.ImageFileError,
+    nib.spatialimages.HeaderDataError,
+)
+DEFAULT_MAX_VOXELS = 1 << 28  # 268 M voxels: 1 GiB as float32 (a 1024 x 1024 x 256 scan)
+
+
+def max_voxels() -> int:
+    """The largest volume read, in voxels: ANOMED_MAX_VOXELS, else 2^28."""
+    raw = os.environ.get("ANOMED_MAX_VOXELS", "").strip()
+    try:
+        value = int(float(raw)) if raw else DEFAULT_MAX_VOXELS
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise AnomedError(
+            f"ANOMED_MAX_VOXELS={raw!r}: expected a positive whole number of voxels. "
+            "Fix: unset it or set e.g. ANOMED_MAX_VOXELS=500000000."
+        )
+    return value
+
+
+def check_voxels(path: Path, shape: tuple[int, ...]) -> None:
+    """Refuse a zero-size, negative or too large shape before anything is allocated."""
+    if any(int(s) < 1 for s in shape):
+        raise AnomedError(
+            f"{path}: the header gives shape {tuple(shape)}, with a zero-size or negative "
+            "dimension; there is no image to read. Fix: re-export the scan."
+        )
+    n = int(np.prod([int(s) for s in shape], dtype=object))
+    if n > max_voxels():
+        raise AnomedError(
+            f"{path}: the header claims {tuple(shape)} = {n:,} voxels, above the limit of "
+            f"{max_voxels():,} voxels (a damaged header, or a scan too large to read). Fix: "
+            "check the file; for a genuine scan crop or downsample it, or raise the limit with "
+            f"ANOMED_MAX_VOXELS={n}."
+        )
 
 
 @dataclass
@@ -63,8 +110,27 @@ class Volume:
         return tuple(float(s) for s in np.sqrt((self.affine[:3, :3] ** 2).sum(0)))
 
 
+def check_affine(path: Path, affine: np.ndarray) -> None:
+    """Refuse a voxel-to-world affine with NaN/Inf values or (near-)parallel or zero axes."""
+    m = np.asarray(affine, np.float64)[:3, :3]
+    problem = None
+    if not np.isfinite(affine).all():
+        problem = "holds NaN or Inf values"
+    else:
+        sv = np.linalg.svd(m, compute_uv=False)
+        if sv.max() <= 0 or sv.min() <= 1e-6 * sv.max():
+            problem = "is singular (a zero voxel spacing, or two axes along one direction)"
+    if problem:
+        raise AnomedError(
+            f"{path}: the voxel-to-world affine {problem}, so axial, sagittal and coronal "
+            "cannot be told apart. Fix: repair the header's geometry (NIfTI qform/sform, DICOM "
+            "ImageOrientationPatient/PixelSpacing) or re-export the scan."
+        )
+
+
 def _canonical(volume_args: dict, arr: np.ndarray, affine: np.ndarray) -> Volume:
     """A Volume whose data is `arr` (stored order, 3D) reoriented to the closest RAS+."""
+    check_affine(volume_args["path"], affine)
     to_ras = ornt.io_orientation(affine)
     data = ornt.apply_orientation(arr, to_ras)
     canon_affine = affine @ ornt.inv_ornt_aff(to_ras, arr.shape)
@@ -102,12 +168,14 @@ def read_nifti(path: str | Path) -> Volume:
     try:
         img = nib.load(path)
         shape = tuple(int(s) for s in img.shape)
+        check_voxels(path, shape)
         if len(shape) > 3 and any(s > 1 for s in shape[3:]):
             raise AnomedError(
                 f"{path}: is a {len(shape)}D image of shape {shape} ({int(np.prod(shape[3:]))} "
                 "volumes); anomed reads one 3D volume. Fix: extract one volume, e.g. "
                 "`fslroi in.nii.gz vol0.nii.gz 0 1` or nibabel's `img.slicer[..., 0]`."
             )
+        _check_nifti_dtype(path, img.get_data_dtype())
         arr = img.get_fdata(dtype=np.float32)
     except _NIFTI_ERRORS as exc:
         raise AnomedError(
@@ -119,6 +187,16 @@ def read_nifti(path: str | Path) -> Volume:
     arr = arr.reshape(shape[:3] if len(shape) >= 3 else (*shape, 1))  # (X, Y, Z)
     args = dict(source_shape=shape, path=path, kind="nifti", header=img.header)
     return _canonical(args, arr, np.asarray(img.affine, np.float64))
+
+
+def _check_nifti_dtype(path: Path, dtype: np.dtype) -> None:
+    """Only real scalar voxels are intensities: complex and RGB(A) datatypes are refused."""
+    if dtype.kind not in "biuf":
+        what = "complex" if dtype.kind == "c" else "RGB/structured" if dtype.kind == "V" else "a"
+        raise AnomedError(
+            f"{path}: voxels are of {what} datatype {dtype}, not scalar intensities. Fix: save "
+            "one real-valued channel (e.g. the magnitude, or a greyscale conversion) as float32."
+        )
 
 
 def write_nifti(path: str | Path, data: np.ndarray, volume: Volume) -> Path:

@@ -13,7 +13,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from safetensors import SafetensorError
@@ -21,10 +21,10 @@ from safetensors.torch import load_file, save_file
 
 from anomed import __version__
 from anomed.backbone import FrozenCLIP, load_backbone
-from anomed.config import RunConfig, from_dict, load_yaml, to_dict
+from anomed.config import Bounds, RunConfig, from_dict, load_yaml, to_dict
 from anomed.errors import AnomedError
 from anomed.methods.base import AnomalyMethod, create_method
-from anomed.outputs import temp_sibling
+from anomed.outputs import interrupted_swap, temp_sibling
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.yaml"
@@ -36,7 +36,7 @@ class Calibration:
     """Decision and display settings fixed on validation data, never on test data."""
 
     threshold: float | None = None  # above it an image is abnormal; None: saved uncalibrated
-    target_fpr: float = 0.05
+    target_fpr: Annotated[float, Bounds(0.0, 1.0)] = 0.05
     map_min: float | None = None  # heatmap colour scale (None: each picture's own range)
     map_max: float | None = None
 
@@ -110,7 +110,7 @@ def verify_manifest(directory: Path) -> None:
         )
     try:
         expected = json.loads(path.read_text())["sha256"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise AnomedError(f"{path}: unreadable manifest ({exc}). {fix}") from exc
     for name in (WEIGHTS, CONFIG):
         if not isinstance(expected, dict) or expected.get(name) != sha256_file(directory / name):
@@ -129,18 +129,35 @@ def _yaml_dump(data: dict) -> str:
 def read_checkpoint_info(directory: str | Path) -> CheckpointInfo:
     directory = Path(directory)
     if not directory.is_dir():
+        previous = interrupted_swap(directory)
+        if previous is not None and not directory.exists():
+            raise AnomedError(
+                f"{directory}: missing, but an interrupted save left the previous run at "
+                f"{previous}. Fix: move it back (mv '{previous}' '{directory}'), or retrain."
+            )
         raise AnomedError(
             f"{directory}: no such checkpoint folder. Fix: pass the output folder "
             "of `anomed train` (it holds model.safetensors and config.yaml)."
         )
     for name in (WEIGHTS, CONFIG):
         if not (directory / name).is_file():
-            raise AnomedError(f"{directory}: {name} is missing; not an anomed checkpoint.")
+            raise AnomedError(
+                f"{directory}: {name} is missing (or not a regular file); not an anomed "
+                "checkpoint. Fix: pass the output folder of `anomed train`, or retrain into it."
+            )
     verify_manifest(directory)
     try:
-        return from_dict(CheckpointInfo, load_yaml(directory / CONFIG))
+        info = from_dict(CheckpointInfo, load_yaml(directory / CONFIG))
     except AnomedError as exc:
-        raise AnomedError(f"{directory / CONFIG}: {exc}") from exc
+        where = str(directory / CONFIG)
+        raise AnomedError(str(exc) if str(exc).startswith(where) else f"{where}: {exc}") from exc
+    cal = info.calibration
+    if cal.map_min is not None and cal.map_max is not None and cal.map_min >= cal.map_max:
+        raise AnomedError(
+            f"{directory / CONFIG}: calibration.map_min {cal.map_min} is not below map_max "
+            f"{cal.map_max}. Fix: retrain into this folder (anomed train ... --overwrite)."
+        )
+    return info
 
 
 def load_checkpoint(
@@ -158,12 +175,18 @@ def load_checkpoint(
                 f"{info.run.backbone.init_seed} differs from the one trained with (another torch "
                 "version?). Fix: retrain with this installation."
             )
-    method = create_method(info.run.method, backbone, info.run.method_args)
+    try:
+        method = create_method(info.run.method, backbone, info.run.method_args)
+    except AnomedError as exc:
+        raise AnomedError(f"{directory / CONFIG}: {exc}") from exc
     method.set_class_name(info.class_name)
     try:
         state = load_file(str(directory / WEIGHTS), device="cpu")
     except (SafetensorError, OSError) as exc:
-        raise AnomedError(f"{directory / WEIGHTS}: unreadable weights ({exc}).") from exc
+        raise AnomedError(
+            f"{directory / WEIGHTS}: unreadable weights ({exc}). Fix: retrain into this folder "
+            "(anomed train ... --overwrite)."
+        ) from exc
     bad = [k for k, v in state.items() if v.is_floating_point() and not bool(v.isfinite().all())]
     if bad:
         raise AnomedError(
@@ -173,6 +196,9 @@ def load_checkpoint(
     try:
         method.load_trainable_state_dict(state)
     except (ValueError, RuntimeError) as exc:
-        problem = f"{directory / WEIGHTS}: does not fit the method in config.yaml: {exc}"
+        problem = (
+            f"{directory / WEIGHTS}: does not fit the method in config.yaml: {exc}. Fix: "
+            "retrain into this folder (anomed train ... --overwrite)."
+        )
         raise AnomedError(problem) from exc
     return method.to(device).eval(), info

@@ -9,22 +9,36 @@ compared with the calibrated threshold; a non-finite score or a failed input is 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import cv2
 import numpy as np
 import torch
 
 from anomed.data.datasets import resize_image
-from anomed.data.io import check_pixels, read_image
+from anomed.data.io import MIN_SIDE, check_pixels, read_image
 from anomed.engine.checkpoint import CheckpointInfo, load_checkpoint
 from anomed.engine.device import autocast, resolve_device
 from anomed.errors import AnomedError
 from anomed.methods.base import AnomalyMethod
 
 Decision = Literal["abnormal", "normal"]
+DISPLAY_SIDE = 1024  # kept images (for pictures) are shrunk to this: memory stays bounded
+
+
+def display_copy(image: np.ndarray, max_side: int = DISPLAY_SIDE) -> np.ndarray:
+    """The image as float32, shrunk (area filter) so its longer side is at most `max_side`."""
+    image = np.asarray(image, np.float32)
+    h, w = image.shape[:2]
+    if max(h, w) <= max_side:
+        return image
+    scale = max_side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
 @dataclass
@@ -37,7 +51,8 @@ class Prediction:
     decision: Decision | None = None  # None: error, or the checkpoint has no threshold
     threshold: float | None = None
     anomaly_map: np.ndarray | None = field(default=None, repr=False)  # (S, S) float32
-    image: np.ndarray | None = field(default=None, repr=False)  # (H, W, 3) input, if kept
+    # the input (H, W[, 3]) when kept, shrunk to at most DISPLAY_SIDE pixels a side
+    image: np.ndarray | None = field(default=None, repr=False)
     error: str | None = None
 
     @property
@@ -119,21 +134,23 @@ class Detector:
         self, chunk: Sequence, offset: int, keep_maps: bool, keep_images: bool
     ) -> list[Prediction]:
         rows: list[Prediction] = []
-        ready: list[tuple[int, np.ndarray, np.ndarray]] = []  # (row, resized, original)
+        # (row, model-size copy, display-size copy): full-size images never wait for the batch
+        ready: list[tuple[int, np.ndarray, np.ndarray | None]] = []
         for i, item in enumerate(chunk):
-            source = f"array[{offset + i}]" if isinstance(item, np.ndarray) else str(item)
+            source = _source_name(item, offset + i)
             rows.append(Prediction(source=source, threshold=self.threshold))
             try:
-                image = item if isinstance(item, np.ndarray) else read_image(item)
-                ready.append((i, self.prepare_image(image, source), image))
+                image = item if isinstance(item, np.ndarray) else read_image(_as_path(item, source))
+                resized = self.prepare_image(image, source)
+                ready.append((i, resized, display_copy(image) if keep_images else None))
             except AnomedError as exc:
                 rows[i] = self.error(source, str(exc))
         if ready:
             scores, maps = self.score_batch(np.stack([r for _, r, _ in ready]))
-            for (i, _, original), score, amap in zip(ready, scores, maps, strict=True):
+            for (i, _, shown), score, amap in zip(ready, scores, maps, strict=True):
                 rows[i] = self.result(rows[i].source, float(score), amap if keep_maps else None)
                 if keep_images:
-                    rows[i].image = original
+                    rows[i].image = shown
         return rows
 
     def result(self, source: str, score: float, amap: np.ndarray | None) -> Prediction:
@@ -156,17 +173,46 @@ class Detector:
         return Prediction(source=source, status="error", threshold=self.threshold, error=message)
 
 
+def _source_name(item: object, index: int) -> str:
+    if isinstance(item, np.ndarray):
+        return f"array[{index}]"
+    if isinstance(item, (str, bytes, os.PathLike)):
+        return os.fsdecode(item)
+    return f"input[{index}]"
+
+
+def _as_path(item: object, source: str) -> Path:
+    """A file path from str, bytes (non-UTF-8 names) or PathLike; anything else is refused."""
+    if not isinstance(item, (str, bytes, os.PathLike)):
+        raise AnomedError(
+            f"{source}: a {type(item).__name__} is neither a file path nor a numpy array. "
+            "Fix: pass paths or (H, W[, 3]) arrays."
+        )
+    return Path(os.fsdecode(item))
+
+
 def prepare_image(image: np.ndarray, image_size: int, source: str) -> np.ndarray:
     """Check an (H, W), (H, W, 1|3) image in [0, 1]; resize it to (S, S, 3) float32.
 
     A module function as well as `Detector.prepare_image`, so decode workers that hold no model
     (the Ray engine's CPU tasks) resize exactly as the detector does."""
     image = np.asarray(image)
+    if image.dtype.kind not in "biuf":
+        raise AnomedError(
+            f"{source}: pixels of dtype {image.dtype} are not numbers in [0, 1]. Fix: pass "
+            "a float (or 0/1 integer) array."
+        )
     if image.ndim == 2:
         image = image[..., None]
     if image.ndim != 3 or image.shape[2] not in (1, 3) or min(image.shape[:2]) < 1:
         raise AnomedError(
-            f"{source}: expected an (H, W) or (H, W, 3) image, got shape {image.shape}"
+            f"{source}: expected an (H, W) or (H, W, 3) image, got shape {image.shape}. "
+            "Fix: pass a greyscale or RGB image."
+        )
+    if min(image.shape[:2]) < MIN_SIDE:
+        raise AnomedError(
+            f"{source}: {image.shape[1]}x{image.shape[0]} pixels is too small to score (each "
+            f"side must be at least {MIN_SIDE} px). Fix: pass the full-size image."
         )
     image = check_pixels(image.astype(np.float32, copy=False), source)
     if image.shape[2] == 1:
@@ -181,6 +227,8 @@ def load_detector(
     compile_backbone: bool = False,
 ) -> Detector:
     """Load a checkpoint folder written by `anomed train` as a warm `Detector`."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise AnomedError(f"batch_size {batch_size!r}: expected a whole number >= 1")
     dev = resolve_device(device)
     method, info = load_checkpoint(run, dev)
     if compile_backbone:

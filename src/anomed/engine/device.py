@@ -22,6 +22,11 @@ def resolve_device(name: str) -> torch.device:
         raise AnomedError(f"--device {name}: no MPS device here. Fix: use --device cpu or auto.")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise AnomedError(f"--device {name}: no CUDA device here. Fix: use --device cpu or auto.")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise AnomedError(
+            f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+            "numbered from 0. Fix: pick one of them, or --device auto."
+        )
     return device
 
 

@@ -12,30 +12,41 @@ import csv
 import json
 import os
 import re
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from anomed.config import coerce
 from anomed.data.io import is_image_file
 from anomed.data.volumes import find_volumes, is_volume_path
 from anomed.engine.detector import Detector, Prediction, load_detector
-from anomed.errors import AnomedError
+from anomed.errors import AnomedError, display_text
 from anomed.outputs import check_output_dir, clear_dir, dumps_json, write_json
 from anomed.viz.overlay import save_prediction_png
 
+MAX_BATCH = 256  # predict holds a batch's display copies (<= 1024 px) in memory: <= ~3 GiB
 FIELDS = ["file", "status", "score", "threshold", "decision", "error", "overlay", "slices"]
 # Folder names and file-name parts that mark ground-truth masks inside a dataset folder.
 MASK_FOLDERS = frozenset(
     {"mask", "masks", "ground_truth", "ground_true", "gt", "anomaly_mask", "labels", "label"}
 )
+MASK_OR_HIDDEN = "mask or hidden file"
+NOT_IMAGE = "not an image or volume file"
+NOT_REGULAR = "not a regular file (a pipe, socket or device)"
+BROKEN_LINK = (
+    "broken symbolic link (its target is missing, or links form a loop). Fix: restore the "
+    "target or remove the link."
+)
 MASK_NAME = re.compile(r"(^|[_\-. ])(mask|masks|gt|seg|label)([_\-. ]\d+)?$", re.IGNORECASE)
 
 
 def display_path(path: str | Path) -> str:
-    """A path as printable UTF-8 text (undecodable bytes in a file name shown as \\xNN)."""
-    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+    """A path as printable one-line UTF-8 text (undecodable bytes in a file name shown as
+    \\xNN, a newline as \\n)."""
+    return display_text(os.fsdecode(path))
 
 
 @dataclass
@@ -75,7 +86,12 @@ class PredictReport:
                 else:
                     lines.append(f"{r['file']}: error: {r['error']}")
         if self.excluded:
-            lines.append(f"left out {len(self.excluded)} mask/hidden files found in folders")
+            counts = Counter(why for _, why in self.excluded)
+            kinds = ", ".join(f"{why}: {n}" for why, n in counts.items())
+            lines.append(
+                f"left out {len(self.excluded)} files found in folders ({kinds}; e.g. "
+                f"{display_path(self.excluded[0][0])}); listed in predictions.json"
+            )
         lines += self.dicom_lines()
         ok = [r for r in self.rows if r["status"] == "ok"]
         n_abn = sum(r["decision"] == "abnormal" for r in ok)
@@ -84,7 +100,7 @@ class PredictReport:
             f"{len(ok)} of {len(self.rows)} inputs scored ({n_abn} abnormal"
             + (f", {undecided} without a threshold" if undecided else "")
             + f"), {self.n_failed} failed; predictions.csv, predictions.json and overlays/ "
-            f"in {self.output_dir}"
+            f"in {display_path(self.output_dir)}"
         )
         return lines
 
@@ -113,9 +129,9 @@ def collect_inputs(
     excluded: list[tuple[str, str]] = []
     for item in map(Path, inputs):
         if item.is_symlink() and not item.exists():
-            problems.append((str(item), "broken symbolic link"))
+            problems.append((str(item), BROKEN_LINK))
         elif not item.exists():
-            problems.append((str(item), "no such file or folder"))
+            problems.append((str(item), "no such file or folder. Fix: check the path."))
         elif item.is_dir():
             _scan_folder(item, files, volumes, problems, excluded)
         elif is_volume_path(item):
@@ -123,34 +139,46 @@ def collect_inputs(
         elif is_image_file(item):
             files.append(item)
         else:
-            why = f"not an image file (extension {item.suffix or 'none'!r}); use PNG, JPEG, BMP, "
-            problems.append((str(item), why + "TIFF, NIfTI or DICOM"))
+            why = f"not an image file (extension {item.suffix or 'none'!r}). Fix: convert it to "
+            problems.append((str(item), why + "PNG, JPEG, BMP, TIFF, NIfTI or DICOM"))
     return _unique(files), _unique(volumes), problems, excluded
 
 
 def _scan_folder(root: Path, files, volumes, problems, excluded) -> None:
-    found_images, found_volumes = [], []
+    found_images, found_volumes, others = [], [], []
     for path in sorted(root.rglob("*")):
         if path.is_symlink() and not path.exists():
-            problems.append((str(path), "broken symbolic link"))
+            problems.append((str(path), BROKEN_LINK))
             continue
-        if not path.is_file() or not is_image_file(path):
+        if path.is_dir():
             continue
-        if _hidden(path, root) or _is_mask_like(path, root):
-            excluded.append((str(path), "mask or hidden file"))
-        else:
-            found_images.append(path)
+        hidden = _hidden(path, root)
+        if not path.is_file():  # never opened: reading a pipe would hang
+            if not hidden:
+                others.append((str(path), NOT_REGULAR))
+        elif is_image_file(path):
+            if hidden or _is_mask_like(path, root):
+                excluded.append((str(path), MASK_OR_HIDDEN))
+            else:
+                found_images.append(path)
+        elif not hidden and not is_volume_path(path):
+            others.append((str(path), NOT_IMAGE))
     for vol in find_volumes(root):
         if vol != root and (_hidden(vol, root) or _is_mask_like(vol, root)):
-            excluded.append((str(vol), "mask or hidden volume"))
+            excluded.append((str(vol), MASK_OR_HIDDEN))
         else:
             found_volumes.append(vol)
     if not found_images and not found_volumes:
         problems.append(
-            (str(root), "folder holds no PNG/JPEG/BMP/TIFF images, NIfTI files or DICOM series")
+            (
+                str(root),
+                "folder holds no PNG/JPEG/BMP/TIFF images, NIfTI files or DICOM series. Fix: "
+                "point at the folder that holds them.",
+            )
         )
     files += found_images
     volumes += found_volumes
+    excluded += others
 
 
 def _unique(paths: list[Path]) -> list[Path]:
@@ -203,10 +231,14 @@ def predict_run(
     anomed.export.dicom_out). Raises AnomedError before any work for a bad output folder or
     when nothing is scorable; with `strict`, after the run when any input failed (everything is
     still written)."""
-    if batch_size < 1:
-        raise AnomedError(f"--batch-size {batch_size}: must be at least 1")
+    coerce(int, batch_size, "--batch-size")
+    if not 1 <= batch_size <= MAX_BATCH:
+        raise AnomedError(
+            f"--batch-size {batch_size}: must be between 1 and {MAX_BATCH} (a batch's images "
+            "are held in memory together). Fix: pass e.g. --batch-size 16."
+        )
     _check_options(runtime, dicom_out, compile_backbone)
-    out = check_output_dir(output_dir, overwrite, inputs=inputs)
+    out = check_output_dir(output_dir, overwrite, inputs=list(inputs), protect=[checkpoint])
     files, volumes, problems, excluded = collect_inputs(inputs)
     if not files and not volumes:
         detail = "; ".join(f"{display_path(p)}: {why}" for p, why in problems) or "nothing given"
@@ -274,7 +306,7 @@ def _error_row(path: str | Path, why: str, detector: Detector) -> dict:
         "score": None,
         "threshold": detector.threshold,
         "decision": None,
-        "error": why,
+        "error": display_text(why),
         "overlay": None,
     }
 
@@ -313,7 +345,7 @@ def _image_row(detector: Detector, path: Path, pred: Prediction, out: Path, used
         "score": pred.score,
         "threshold": pred.threshold,
         "decision": pred.decision,
-        "error": pred.error,
+        "error": None if pred.error is None else display_text(pred.error),
         "overlay": overlay,
     }
 

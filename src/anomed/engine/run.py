@@ -169,8 +169,9 @@ def prepare_run(cfg: RunConfig, overwrite: bool = False, log: Log = tqdm.write) 
     """Check everything that can be checked before training; read the data; draw the shots."""
     validate_run_config(cfg)
     output = cfg.output_dir or default_output_dir(cfg)
+    keep = [cfg.data.shots_file] if cfg.data.shots_file else []
     inputs = [cfg.data.root, *cfg.data.train_roots]
-    out = check_output_dir(output, overwrite, inputs=inputs, staged=True)
+    out = check_output_dir(output, overwrite, inputs=inputs, protect=keep)
     splits = load_splits(cfg, log)
     split = _shot_split(cfg, splits)
     if cfg.data.train_roots:  # zero-shot: no target shots; validation still from its pool
@@ -326,8 +327,8 @@ def eval_run(
     splits = eval_splits(info, data_root)
     if data_root is not None:
         method.set_class_name(class_name_of(splits, class_name))
-    out = Path(output_dir or Path(checkpoint) / "eval" / splits.name)
-    out = check_output_dir(out, overwrite, inputs=[splits.root], protect=[checkpoint], staged=True)
+    out = Path(checkpoint) / "eval" / splits.name if output_dir is None else output_dir
+    out = check_output_dir(out, overwrite, inputs=[splits.root], protect=[checkpoint])
     dataset = SampleDataset(splits.test, method.backbone.image_size)
     batch = batch_size or info.fit.get("batch_size") or resolve_schedule(method, 1, None, 16)[1]
     import time

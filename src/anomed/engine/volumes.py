@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from anomed.data.datasets import resize_image
+from anomed.data.io import MIN_SIDE
 from anomed.data.phantoms.brain import write_atomically
 from anomed.data.phantoms.heads import SEQUENCES, VolumeCase, load_phantom_cases
 from anomed.data.volumes import (
@@ -193,10 +194,18 @@ def predict_volume(
     reports it as that input's error)."""
     volume = normalize_volume(read_volume(path))
     slices = slice_volume(volume.data, view)  # (S, H, W)
+    if min(slices.shape[1:]) < MIN_SIDE:
+        raise AnomedError(
+            f"{path}: {view} slices are {slices.shape[1]}x{slices.shape[2]} pixels, too small "
+            f"to score (each side must be at least {MIN_SIDE} px). Fix: check the volume's "
+            "shape and orientation (a 1D or 2D array stored as a volume?)."
+        )
     keep = np.flatnonzero(nonempty_slices(volume.data, view))
     if keep.size == 0:
         raise AnomedError(
-            f"{path}: every {view} slice is empty (constant volume); nothing to score"
+            f"{path}: every {view} slice is empty (a blank or constant volume); nothing to "
+            "score. Fix: check that the file holds the scan's intensities (not an empty "
+            "mask or a failed export)."
         )
     maps = np.zeros(slices.shape, np.float32)
     scores = np.full(len(slices), np.nan, np.float32)
@@ -210,7 +219,10 @@ def predict_volume(
             scores[i] = batch_scores[j]
     valid = scores[keep]
     if not np.isfinite(valid).all() or not np.isfinite(maps).all():
-        raise AnomedError(f"{path}: the model produced non-finite (NaN/Inf) slice scores or maps")
+        raise AnomedError(
+            f"{path}: the model produced non-finite (NaN/Inf) slice scores or maps. Fix: check "
+            "the checkpoint's weights (retrain it) and the volume's intensities."
+        )
     score = float(valid.max() if volume_score == "max" else np.sort(valid)[-3:].mean())
     name = Path(str(path).rstrip("/")).name.replace(".nii.gz", "").replace(".nii", "")
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "volume"

@@ -236,9 +236,8 @@ def predict_ray(
     detector = load_detector(checkpoint, "cpu", cfg.batch_size)  # fails fast, before Ray
     rid = shards.run_id(checkpoint)
     plain, manifests = split_inputs(inputs, cfg.path_column)
-    out = shards.check_output(
-        output_dir, rid, cfg.overwrite, [*plain, *(m.path for m in manifests)]
-    )
+    keep = [checkpoint, *(m.path for m in manifests)]
+    out = shards.check_output(output_dir, rid, cfg.overwrite, plain, keep)
     run_info = {"run_id": rid, "checkpoint": os.path.abspath(checkpoint)}
     method = detector.info.run.method
     writer = {

@@ -61,11 +61,18 @@ def run_id(checkpoint: str | Path) -> str:
     return hashlib.sha256((Path(checkpoint) / MANIFEST).read_bytes()).hexdigest()[:16]
 
 
-def check_output(path: str | Path, rid: str, overwrite: bool, inputs: Sequence[str | Path]) -> Path:
+def check_output(
+    path: str | Path,
+    rid: str,
+    overwrite: bool,
+    inputs: Sequence[str | Path],
+    keep: Sequence[str | Path] = (),
+) -> Path:
     """OUT, checked before any work and left untouched: refused when it is a file, unwritable,
-    inside an input folder, or holds anything but an earlier Ray run of the same checkpoint
-    (the resume case) unless --overwrite."""
-    out = check_output_dir(path, overwrite=True, inputs=inputs)
+    inside an input folder, holding an input or a `keep` path (the checkpoint, manifests), or
+    holds anything but an earlier Ray run of the same checkpoint (the resume case) unless
+    --overwrite."""
+    out = check_output_dir(path, overwrite=True, inputs=list(inputs), protect=keep)
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         earlier = _read_run_file(out)
         if earlier is None:

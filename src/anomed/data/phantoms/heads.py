@@ -323,7 +323,7 @@ def load_phantom_cases(root: str | Path) -> list[VolumeCase]:
             )
             for c in manifest["cases"]
         ]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise AnomedError(
             f"{root / 'cases.json'}: missing or invalid ({type(exc).__name__}: {exc}). "
             "Fix: write the phantom with write_phantom_volumes(root)."
