@@ -80,7 +80,7 @@ def test_every_ablation_switch_trains_and_scores(tiny_backbone, switch):
     assert torch.isfinite(losses["loss"]) and float(losses["seg"]) > 0
     trained = [n for n, p in method.named_parameters() if p.grad is not None]
     assert trained and not any(n.startswith("backbone.") for n in trained)
-    method.validation_items(_support(), seed=0)
+    method.setup([_support()], "brain", validation=_support())
     method.prepare()
     with torch.no_grad():
         out = method(batch["image"])

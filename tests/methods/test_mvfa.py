@@ -28,10 +28,8 @@ def _support(n_normal=2, n_abnormal=2, size=112, masks=True):
 def trained(request, tiny_backbone):
     method = create_method(request.param, tiny_backbone, {"coreset": None})
     support = _support()
-    method.support = support
-    method.class_name = "brain"
+    method.setup([support], "brain", validation=support, target=support)
     ds = method.train_dataset([support], seed=0)
-    method.validation_items(support, seed=0)
     opt = method.configure_optimizer()
     batch = collate([ds[i] for i in range(0, len(ds), 5)])
     loss = method.training_step(batch)["loss"]
@@ -90,7 +88,7 @@ def test_checkpoint_keeps_memory_bank(trained, tmp_path):
 def test_classification_only_dataset_scores_from_detection(tiny_backbone):
     method = create_method("mvfa", tiny_backbone, {})
     support = _support(masks=False)
-    method.support, method.class_name = support, "chest"
+    method.setup([support], "chest", target=support)
     ds = method.train_dataset([support], seed=0)
     assert not bool(method.seg_task)
     assert not any(ds[i]["has_mask"] for i in range(len(ds)) if ds[i]["label"] == 1)

@@ -314,18 +314,25 @@ class FrozenCLIP(nn.Module):
         return self.text_tower.token_embedding(token_ids.to(self.pixel_mean.device))
 
     def encode_text_embeddings(
-        self, embeddings: Tensor, token_ids: Tensor, length: int | None = None
+        self,
+        embeddings: Tensor,
+        token_ids: Tensor,
+        length: int | None = None,
+        causal: bool = True,
     ) -> Tensor:
         """Encode prompts given as embeddings (T, L, W); `token_ids` (T, L) locate end-of-text.
 
-        This is what lets learnable context vectors be spliced in between frozen words. Attention
-        is causal, so the padding after the last end-of-text token is cut off (`length`: that
-        position + 1, given by callers that know it, which saves a device sync): the features
-        are the same to float rounding, and prompts of a few dozen tokens cost a fraction of 77.
+        This is what lets learnable context vectors be spliced in between frozen words. With the
+        causal mask (CLIP's own text pass), the padding after the last end-of-text token cannot
+        reach it and is cut off (`length`: that position + 1, given by callers that know it,
+        which saves a device sync): the features are the same to float rounding, and prompts of
+        a few dozen tokens cost a fraction of 77. `causal=False` drops the mask, so every token,
+        padding included, attends to every other: how the MediCLIP and MadCLIP references encode
+        learnable prompts (their text encoder calls the transformer without `attn_mask`).
         """
         t = self.text_tower
         eot = token_ids.to(embeddings.device).argmax(dim=-1)  # the EOT token has the largest id
-        causal = t.attn_mask is not None  # without a causal mask every token counts
+        causal = causal and t.attn_mask is not None  # a model without the mask is never causal
         if not causal:
             length = embeddings.shape[1]
         elif length is None:

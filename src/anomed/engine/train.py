@@ -19,7 +19,6 @@ from anomed.engine.device import autocast, to_device
 from anomed.engine.evaluate import EvalResult, evaluate_items, run_batches
 from anomed.errors import AnomedError
 from anomed.methods.base import AnomalyMethod
-from anomed.prompts import prompts_stepped
 
 SELECT_MODES = ("val", "last", "test-leak")
 
@@ -66,7 +65,7 @@ def train_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        prompts_stepped()  # inference memos of class text are stale now
+        method.on_optimizer_step()  # e.g. memoised class text is stale now
         if scheduler is not None:
             scheduler.step()
         total += loss.detach().float()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -21,6 +22,7 @@ from anomed.data.datasets import collate
 from anomed.losses import dice_loss, focal_loss, sigmoid_image_text_loss
 from anomed.methods.base import METHODS, AnomalyOutput, LabelledShotsMethod, MethodConfig
 from anomed.prompts import PromptLearner, PromptSet, encode_fixed_prompts, organ_word
+from anomed.prompts.learnable import context_shape
 from anomed.scoring import layer_maps
 
 NORMAL_WORDS = (
@@ -73,7 +75,6 @@ class MadCLIP(LabelledShotsMethod):
 
     name = "madclip"
     config_class = MadCLIPConfig
-    views = staticmethod(madclip_views)
     cacheable = True
 
     def __init__(self, backbone, cfg: MadCLIPConfig) -> None:
@@ -86,22 +87,16 @@ class MadCLIP(LabelledShotsMethod):
             cfg.dual_adapters,
             cfg.separate_heads,
         )
-        n_ctx = cfg.n_ctx if cfg.learnable_prompts else 0
-        self.ctx = nn.Parameter(
-            torch.randn(2, n_ctx, backbone.text_width) * 0.02, requires_grad=cfg.learnable_prompts
-        )
+        self.learners = nn.ModuleDict()  # per organ word; buffers only (the context is ctx)
+        shape = context_shape(self._prompt_set(""), "per_class", backbone.text_width)
+        self.ctx = nn.Parameter(torch.randn(shape) * 0.02, requires_grad=cfg.learnable_prompts)
         self.temperature = nn.Parameter(torch.ones(()), requires_grad=cfg.learn_temperature)
         self.bias = nn.Parameter(torch.zeros(()), requires_grad=cfg.learn_temperature)
         self.register_buffer("stats", torch.tensor([[0.0, 1.0]] * 2))
-        self._learners: dict[str, PromptLearner] = {}
-        self._fixed: dict[str, Tensor] = {}
-        self._validation_features: tuple[list[dict], dict[str, Tensor]] | None = None
+        self._validation_features: tuple[tuple, dict[str, Tensor]] | None = None
 
-    def _apply(self, fn, recurse: bool = True):
-        self._learners.clear()  # cached prompt buffers must follow the device
-        self._fixed.clear()
-        self._validation_features = None
-        return super()._apply(fn, recurse)
+    def views(self, image: np.ndarray, mask: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        return madclip_views(image, mask)
 
     # ---- text -----------------------------------------------------------------------------
     def _prompt_set(self, class_name: str) -> PromptSet:
@@ -110,18 +105,28 @@ class MadCLIP(LabelledShotsMethod):
         n_ctx = self.cfg.n_ctx if self.cfg.learnable_prompts else 0
         return PromptSet(words, n_ctx=n_ctx, placement=tuple(self.cfg.placements), suffix=objective)
 
+    def _learner(self, class_name: str) -> PromptLearner:
+        """The prompt learner of an organ word (built once; it holds frozen word embeddings)."""
+        key = class_name or "-"
+        if key not in self.learners:
+            learner = PromptLearner(self.backbone, self._prompt_set(class_name), own_context=False)
+            self.learners[key] = learner.to(self.stats.device)
+        return self.learners[key]
+
     def class_text(self, class_name: str) -> Tensor:
         """(2, D) normal/abnormal features; learnable prompts share one context per class."""
         if not self.cfg.learnable_prompts:
-            if class_name not in self._fixed:
-                ps = self._prompt_set(class_name)
-                texts = [[t for w in words for t in ps.render_all(w)] for words in ps.class_words]
-                self._fixed[class_name] = encode_fixed_prompts(self.backbone, texts)
-            return self._fixed[class_name]
-        if class_name not in self._learners:
-            learner = PromptLearner(self.backbone, self._prompt_set(class_name), ctx=self.ctx)
-            self._learners[class_name] = learner.to(self.ctx.device)
-        return self._learners[class_name]()
+            ps = self._prompt_set(class_name)
+            texts = [[t for w in words for t in ps.render_all(w)] for words in ps.class_words]
+            return self.text_cache.fixed(
+                class_name,
+                self.stats.device,
+                lambda: encode_fixed_prompts(self.backbone, texts),
+            )
+        learner = self._learner(class_name)
+        return self.text_cache.learnt(
+            class_name, [self.ctx], lambda: learner(self.backbone, ctx=self.ctx)
+        )
 
     # ---- scores ---------------------------------------------------------------------------
     def dual_contrast(self, f_n: Tensor, f_a: Tensor, text: Tensor) -> Tensor:
@@ -205,10 +210,11 @@ class MadCLIP(LabelledShotsMethod):
         """Fix the map and score ranges on the validation images (never on test data)."""
         if not self.validation:
             return
-        memo = self._validation_features  # frozen features: the same at every validation pass
-        if memo is None or memo[0] is not self.validation:
+        key = (id(self.validation), self.stats.device)  # frozen features: the same every pass
+        memo = self._validation_features
+        if memo is None or memo[0] != key:
             images = collate(self.validation)["image"].to(self.stats.device)
-            memo = self._validation_features = (self.validation, self.frozen_features(images))
+            memo = self._validation_features = (key, self.frozen_features(images))
         amap, det = self.raw_scores(memo[1], self.validation[0]["image"].shape[-2:])
         self.fit_ranges({MAP: amap, DET: det})
 

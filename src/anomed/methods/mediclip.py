@@ -69,9 +69,15 @@ class MediCLIP(SynthesisMethod):
             tapped = self.backbone.encode_image(images, self.layer_ids).tapped
         return {"patches": torch.stack([t[:, 1:] for t in tapped], dim=1)}  # (B, L, N, C)
 
+    def class_text(self) -> Tensor:
+        """(2, D) learnt normal/abnormal features (memoised at inference)."""
+        return self.text_cache.learnt(
+            "class", self.prompts.parameters(), lambda: self.prompts(self.backbone)
+        )
+
     def probability_maps(self, patches: Tensor, size: tuple[int, int]) -> Tensor:
         """patches (B, L, N, C) -> per-layer class probabilities (L, B, 2, H, W)."""
-        text = self.prompts()  # (2, D)
+        text = self.class_text()  # (2, D)
         adapted = self.adapters(list(patches.unbind(1)))
         probs = [patch_text_probs(f, text, self.cfg.temperature) for f in adapted]
         return layer_maps(probs, self.backbone.grid_size, size)

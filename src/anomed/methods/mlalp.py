@@ -42,10 +42,13 @@ class MLALP(MVFA):
         self.prompts = PromptLearner(backbone, PromptSet(words, n_ctx=cfg.n_ctx))
 
     def class_text(self, class_name: str) -> Tensor:
-        return self.prompts()  # (2, D); learnt, so never cached
+        """(2, D) learnt class features (no organ word: one set for every dataset)."""
+        return self.text_cache.learnt(
+            "class", self.prompts.parameters(), lambda: self.prompts(self.backbone)
+        )
 
     def batch_text(self, dataset_ids: Tensor | None, batch: int) -> Tensor:
-        return self.prompts().expand(batch, -1, -1)
+        return self.class_text(self.class_name).expand(batch, -1, -1)
 
     def configure_optimizer(self) -> torch.optim.Optimizer:
         groups = [

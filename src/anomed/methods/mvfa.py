@@ -58,7 +58,6 @@ class MVFA(LabelledShotsMethod):
 
     name = "mvfa"
     config_class = MVFAConfig
-    views = staticmethod(mvfa_views)
 
     def __init__(self, backbone, cfg: MVFAConfig) -> None:
         super().__init__(backbone, cfg)
@@ -74,20 +73,19 @@ class MVFA(LabelledShotsMethod):
         self.register_buffer("stats", torch.tensor([[0.0, 1.0]] * 4))
         self.bank_seg: MemoryBank | None = None
         self.bank_det: MemoryBank | None = None
-        self._text_cache: dict[str, Tensor] = {}
 
-    def _apply(self, fn, recurse: bool = True):
-        self._text_cache.clear()  # cached text features must follow the device
-        return super()._apply(fn, recurse)
+    def views(self, image: np.ndarray, mask: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        return mvfa_views(image, mask)
 
     # ---- text -----------------------------------------------------------------------------
     def class_text(self, class_name: str) -> Tensor:
         """Normal/abnormal features (2, D) for a dataset class name (cached: prompts are fixed)."""
         organ = self.cfg.organ or organ_word(class_name)
-        if organ not in self._text_cache:
-            normal, abnormal = ensemble_texts(organ)
-            self._text_cache[organ] = encode_fixed_prompts(self.backbone, [normal, abnormal])
-        return self._text_cache[organ]
+        return self.text_cache.fixed(
+            organ,
+            self.stats.device,
+            lambda: encode_fixed_prompts(self.backbone, list(ensemble_texts(organ))),
+        )
 
     # ---- features -------------------------------------------------------------------------
     def adapted_tokens(self, images: Tensor) -> tuple[list[Tensor], list[Tensor]]:
@@ -136,7 +134,7 @@ class MVFA(LabelledShotsMethod):
             views = [
                 v
                 for im in self.support.normals
-                for v, _ in mvfa_views(im, np.zeros(im.shape[:2], bool))
+                for v, _ in self.views(im, np.zeros(im.shape[:2], bool))
             ]
             det_tokens, seg_tokens = self._collect(views)
             self.bank_seg = MemoryBank.build(seg_tokens, coreset=self.cfg.coreset)
@@ -189,6 +187,14 @@ class MVFA(LabelledShotsMethod):
         score = amap.flatten(1).amax(1) if bool(self.seg_task) else det
         return AnomalyOutput(amap, score)
 
+    def finalize_test(
+        self, maps: np.ndarray, scores: np.ndarray, parts: dict[str, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`normalization: paper`: min-max of the maps and of the scores over the whole set."""
+        if self.cfg.normalization != "paper":
+            return maps, scores
+        return _minmax(maps), _minmax(scores)
+
     # ---- checkpoints ----------------------------------------------------------------------
     def trainable_state_dict(self) -> dict[str, Tensor]:
         banks = {"bank_seg": self.bank_seg, "bank_det": self.bank_det}
@@ -198,3 +204,8 @@ class MVFA(LabelledShotsMethod):
         banks, rest = split_banks_state(state, ["bank_seg", "bank_det"])
         self.bank_seg, self.bank_det = banks["bank_seg"], banks["bank_det"]
         super().load_trainable_state_dict(rest)
+
+
+def _minmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float32)
+    return (x - x.min()) / max(float(x.max() - x.min()), 1e-12)

@@ -122,20 +122,15 @@ class PPAD(AnomalyMethod):
         self.image_prompt = nn.Parameter(init)  # (N, C)
         self.ctx = nn.Parameter(torch.randn(1, cfg.n_ctx, backbone.text_width) * 0.02)
         words = tuple((w,) for w in cfg.class_words)
-        self.learners = [
+        self.learners = nn.ModuleList(  # buffers only: they read the shared context `ctx`
             PromptLearner(
-                backbone, PromptSet(words, cfg.n_ctx, prefix=p), class_specific=False, ctx=self.ctx
+                backbone, PromptSet(words, cfg.n_ctx, prefix=p), "shared", own_context=False
             )
             for p in POSITIONS
-        ]
+        )
         self.register_buffer(
             "patch_masks", region_patch_masks(backbone.image_size, backbone.patch_size)
         )
-
-    def _apply(self, fn, recurse: bool = True):
-        for learner in self.learners:  # unregistered (shared ctx): move their buffers too
-            learner._apply(fn, recurse)
-        return super()._apply(fn, recurse)
 
     def train_dataset(self, supports: Sequence[SupportSet], seed: int) -> RegionSynthesisDataset:
         normals = [im for s in supports for im in s.normals]
@@ -157,7 +152,11 @@ class PPAD(AnomalyMethod):
 
     def text_features(self) -> Tensor:
         """(5 positions, 2 classes, D): depends only on the context vectors, so once per step."""
-        return torch.stack([learner() for learner in self.learners])
+        return self.text_cache.learnt(
+            "positions",
+            [self.ctx],
+            lambda: torch.stack([lrn(self.backbone, ctx=self.ctx) for lrn in self.learners]),
+        )
 
     def position_logits(self, images: Tensor, regions: Tensor, text: Tensor) -> Tensor:
         """Logits (B, 2) of each image under its own region's image and text prompts."""

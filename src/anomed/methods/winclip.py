@@ -61,7 +61,6 @@ class WinCLIP(AnomalyMethod):
         self.subsets = {s: window_subsets(backbone.grid_size, s) for s in cfg.scales}
         self.banks: dict[str, MemoryBank | None] = {}
         self.register_buffer("anchor", torch.zeros(()))
-        self._text: dict[str, Tensor] = {}
 
     def train_dataset(self, supports: Sequence[SupportSet], seed: int) -> ItemsDataset:
         return ItemsDataset([])
@@ -71,9 +70,11 @@ class WinCLIP(AnomalyMethod):
 
     def class_text(self) -> Tensor:
         organ = self.cfg.organ or organ_word(self.class_name)
-        if organ not in self._text:
-            self._text[organ] = encode_fixed_prompts(self.backbone, list(ensemble_texts(organ)))
-        return self._text[organ]
+        return self.text_cache.fixed(
+            organ,
+            self.anchor.device,
+            lambda: encode_fixed_prompts(self.backbone, list(ensemble_texts(organ))),
+        )
 
     @torch.no_grad()
     def features(self, images: Tensor) -> dict[str, Tensor]:
