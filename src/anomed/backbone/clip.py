@@ -175,7 +175,10 @@ class FrozenCLIP(nn.Module):
         self.eval()
 
     @staticmethod
-    def _norm_stats(model: nn.Module, preset: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    def _norm_stats(
+        model: nn.Module, preset: str | None
+    ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        preset = preset or "clip"  # an unresolved run-level default means the model's own
         if preset not in PREPROCESS_PRESETS:
             raise AnomedError(
                 f"unknown preprocess preset {preset!r}; known: {list(PREPROCESS_PRESETS)}"
@@ -279,6 +282,11 @@ class FrozenCLIP(nn.Module):
     def _pool(self, x: Tensor) -> Tensor:
         pooled, _ = self.visual._pool(x)
         return pooled @ self.visual.proj if self.visual.proj is not None else pooled
+
+    def post_norm(self, tokens: Tensor) -> Tensor:
+        """The vision tower's final LayerNorm (ln_post) on tokens (B, L, C), not projected: the
+        patch tokens open_clip returns beside the pooled embedding."""
+        return self.visual.ln_post(tokens)
 
     def project_tokens(self, tokens: Tensor) -> Tensor:
         """Map tokens (B, L, C) into the joint space the way CLS is (ln_post, proj)."""

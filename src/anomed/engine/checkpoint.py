@@ -159,7 +159,7 @@ def load_checkpoint(
                 f"{info.run.backbone.init_seed} differs from the one trained with (another torch "
                 "version?). Fix: retrain with this installation."
             )
-    method = create_method(info.run.method, backbone, info.run.method_args)
+    method = create_method(info.run.method, backbone, info.run.method_args, info.run.preset)
     method.set_class_name(info.class_name)
     try:
         state = load_file(str(directory / WEIGHTS), device="cpu")

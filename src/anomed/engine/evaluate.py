@@ -49,8 +49,8 @@ def run_batches(
                 out = method(batch["image"].to(device))
             else:  # frozen features cached by the training loop (engine.cache)
                 out = method.forward_features(batch, batch["mask"].shape[-2:])
-        for key, value in (out.parts or {}).items():
-            parts.setdefault(key, []).append(value.float().cpu().numpy().astype(np.float16))
+        for key, value in (out.parts or {}).items():  # float32: set-wide min-max needs it
+            parts.setdefault(key, []).append(value.float().cpu().numpy())
         labels.append(batch["label"].numpy())
         scores.append(out.image_score.float().cpu().numpy())
         maps.append(out.anomaly_map.float().cpu().numpy().astype(np.float16))

@@ -171,17 +171,18 @@ def _selection_mode(
     test_eval: Callable[[], EvalResult] | None,
     log: Callable[[str], None],
 ) -> str:
-    if cfg.select not in SELECT_MODES:
-        raise AnomedError(f"--select {cfg.select!r}: choose one of {SELECT_MODES}")
-    if cfg.select == "test-leak" and test_eval is None:
+    select = cfg.select or "val"  # an unresolved preset default (runs resolve it first)
+    if select not in SELECT_MODES:
+        raise AnomedError(f"--select {select!r}: choose one of {SELECT_MODES}")
+    if select == "test-leak" and test_eval is None:
         raise AnomedError("--select test-leak needs a test set to peek at")
-    if cfg.select == "val" and not val_items:
+    if select == "val" and not val_items:
         log(
             "no validation images left in the training pool (k uses them all): keeping the "
             "last epoch instead of selecting on validation"
         )
         return "last"
-    return cfg.select
+    return select
 
 
 def _format_row(row: dict) -> str:

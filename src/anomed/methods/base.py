@@ -63,6 +63,14 @@ class AnomalyMethod(nn.Module):
     probability_scores: ClassVar[bool] = False
     # Needs at least one few-shot image of the target (False: works zero-shot from text alone).
     needs_shots: ClassVar[bool] = True
+    # Whose computation to follow where anomed, the reference code and the paper differ: per
+    # preset ("reference", "paper"), config values that replace the defaults (the defaults are
+    # the "anomed" preset). Dotted keys ("backbone.preprocess", "train.select") are run-level
+    # defaults, used where the run leaves the field unset. Explicit method_args always win.
+    # Every entry is written down in FIDELITY.md.
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    # What the zero-shot protocol sets unless the user did (MVFA's zero-shot learning rate).
+    zero_shot_args: ClassVar[dict[str, Any]] = {"lr": 1e-4}
 
     def __init__(self, backbone: FrozenCLIP, cfg: MethodConfig) -> None:
         super().__init__()
@@ -79,10 +87,12 @@ class AnomalyMethod(nn.Module):
         class_name: str,
         validation: SupportSet | None = None,
         target: SupportSet | None = None,
+        seed: int = 0,
     ) -> None:
         """Called once by the engine before training: the training sets (one per dataset), the
-        target's class/organ word, its validation set, and its own few-shot set (None in the
-        zero-shot protocol), which methods with a memory bank of normals keep."""
+        target's class/organ word, its validation set, its own few-shot set (None in the
+        zero-shot protocol), which methods with a memory bank of normals keep, and the run's
+        training seed (for draws made once per run)."""
         self.class_name = class_name
         self.support = target
 
@@ -177,21 +187,47 @@ class AnomalyMethod(nn.Module):
         raise NotImplementedError
 
 
+PRESETS = ("anomed", "reference", "paper")
+RUN_DEFAULTS = {"backbone.preprocess": "clip", "train.select": "val"}  # when no preset says
+
+
+def preset_values(name: str, preset: str = "anomed") -> dict[str, Any]:
+    """The method config values a preset sets (run-level dotted keys left out)."""
+    table = METHODS.get(name).presets.get(preset, {})
+    return {k: v for k, v in table.items() if "." not in k}
+
+
+def run_defaults(name: str, preset: str = "anomed") -> dict[str, Any]:
+    """Run-level defaults ("backbone.preprocess", "train.select") of a method under a preset."""
+    table = METHODS.get(name).presets.get(preset, {})
+    return {**RUN_DEFAULTS, **{k: v for k, v in table.items() if "." in k}}
+
+
+def method_args(
+    name: str, args: dict[str, Any] | None = None, preset: str = "anomed"
+) -> dict[str, Any]:
+    """The preset's values with the explicit `args` on top (what the config is built from)."""
+    return {**preset_values(name, preset), **(args or {})}
+
+
 def create_method(
-    name: str, backbone: FrozenCLIP, args: dict[str, Any] | None = None
+    name: str, backbone: FrozenCLIP, args: dict[str, Any] | None = None, preset: str = "anomed"
 ) -> AnomalyMethod:
-    """Build a registered method on a backbone from its config dict (unknown keys are errors)."""
+    """Build a registered method on a backbone from its config dict (unknown keys are errors);
+    the preset's values fill what `args` leaves out."""
     cls = METHODS.get(name)
-    cfg = from_dict(cls.config_class, args or {})
+    cfg = from_dict(cls.config_class, method_args(name, args, preset), "method_args.")
     return cls(backbone, cfg)
 
 
-def method_config_dict(name: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The full config of a method (defaults filled in) as a plain dict."""
+def method_config_dict(
+    name: str, args: dict[str, Any] | None = None, preset: str = "anomed"
+) -> dict[str, Any]:
+    """The full config of a method (preset and defaults filled in) as a plain dict."""
     from anomed.config import to_dict
 
     cls = METHODS.get(name)
-    return to_dict(from_dict(cls.config_class, args or {}))
+    return to_dict(from_dict(cls.config_class, method_args(name, args, preset), "method_args."))
 
 
 class SynthesisMethod(AnomalyMethod):
@@ -233,8 +269,9 @@ class LabelledShotsMethod(AnomalyMethod):
         class_name: str,
         validation: SupportSet | None = None,
         target: SupportSet | None = None,
+        seed: int = 0,
     ) -> None:
-        super().setup(supports, class_name, validation, target)
+        super().setup(supports, class_name, validation, target, seed)
         self.train_classes = [s.clsname for s in supports]
         self.seg_task.fill_(any(s.dataset_has_masks for s in supports))
         self.validation = plain_items(validation) if validation is not None else []

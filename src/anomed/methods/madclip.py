@@ -2,14 +2,24 @@
 
 Composition: frozen CLIP taps (6/12/18/24, scaled) -> per layer a normal and an abnormal adapter
 (detection + segmentation heads) -> dual contrast S_n = f_n.t_n - f_n.t_a, S_a = f_a.t_a - f_a.t_n
--> segmentation: softmax([S_n, S_a]) upsampled, dice + focal; image-text: SigLIP-style sigmoid
-loss on the patch-pooled logits. Prompts `[V1..V8][word][organ]` with the word at the end, front
-and middle, averaged. Every ablation of the paper is a config switch (see MadCLIPConfig).
+-> segmentation: softmax([S_n, S_a]) maps, dice + focal; image-text: SigLIP-style sigmoid loss.
+Prompts `[V1..V8][state][organ]` at the end, front and middle, averaged. Every ablation of the
+paper is a config switch (see MadCLIPConfig).
+
+Where anomed, the paper and the reference code (mahshid1998/MadCLIP) differ, `MadCLIPConfig` has
+a switch and `MadCLIP.presets` the values (FIDELITY.md lists them): the prompts' wording (the
+reference puts the organ inside the state phrase: "flawless brain", "brain without flaw", the
+bare "brain"), one context per prompt and placement (42 sets; the paper: one per class), the
+text pass without causal mask, the raw class mean, Softmax(Interpolate(S)) with
+align_corners=True, the image loss (the reference: per-patch log-sigmoid, mean over patches,
+summed over the two channels; the paper: SigLip on c = Mean(SoftMax(S))), the random
+brightness/contrast view, the 5 % shift, [0, 1] pixels and the min-max over the test set.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -17,13 +27,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from anomed.adapters import DualBranchAdapters
-from anomed.data.augment import madclip_views
-from anomed.data.datasets import collate
-from anomed.losses import dice_loss, focal_loss, sigmoid_image_text_loss
+from anomed.data.augment import MADCLIP_BRIGHTNESS, MADCLIP_CONTRAST, madclip_views
+from anomed.data.datasets import SupportSet, collate
+from anomed.losses import (
+    FocalFloor,
+    dice_loss,
+    focal_loss,
+    sigmoid_image_text_loss,
+    sigmoid_patch_loss,
+)
 from anomed.methods.base import METHODS, AnomalyOutput, LabelledShotsMethod, MethodConfig
 from anomed.prompts import PromptLearner, PromptSet, encode_fixed_prompts, organ_word
-from anomed.prompts.learnable import context_shape
-from anomed.scoring import layer_maps
+from anomed.prompts.learnable import ContextMode, PromptMean, TextAttention, context_shape
+from anomed.scoring import MapOrder, class_maps
 
 NORMAL_WORDS = (
     "flawless",
@@ -43,6 +59,25 @@ ABNORMAL_WORDS = (
     "disease",
     "abnormal",
 )
+# The reference's states: "{}" is where the organ goes (inside the placed phrase)
+REFERENCE_NORMAL_STATES = (
+    "{}",
+    "flawless {}",
+    "perfect {}",
+    "unblemished {}",
+    "{} without flaw",
+    "{} without defect",
+    "{} without damage",
+)
+REFERENCE_ABNORMAL_STATES = (
+    "damaged {}",
+    "broken {}",
+    "{} with flaw",
+    "{} with defect",
+    "{} with damage",
+    "disease {}",
+    "abnormal {}",
+)
 MAP, DET = 0, 1  # rows of the `stats` buffer
 
 
@@ -54,9 +89,23 @@ class MadCLIPConfig(MethodConfig):
     betas: tuple[float, float] = (0.5, 0.999)
     layers: tuple[int, ...] = (6, 12, 18, 24)
     n_ctx: int = 8
+    # words ("{}" marks where the organ goes; without it the organ follows the whole prompt)
     normal_words: tuple[str, ...] = NORMAL_WORDS
     abnormal_words: tuple[str, ...] = ABNORMAL_WORDS
     placements: tuple[str, ...] = ("end", "front", "middle")
+    context: ContextMode = "per_class"  # "per_prompt": one set per word and placement
+    text_attention: TextAttention = "causal"
+    prompt_mean: PromptMean = "normalized"
+    map_order: MapOrder = "softmax_upsample"
+    align_corners: bool = False
+    # the sigmoid image loss: on the patch-mean logit ("mean_logit"), per patch and then pooled
+    # ("per_patch", the reference), or on the mean softmax probability ("mean_prob", the paper)
+    image_loss_input: Literal["mean_logit", "per_patch", "mean_prob"] = "mean_logit"
+    image_loss_channels: Literal["mean", "sum"] = "mean"  # over the normal/abnormal channels
+    jitter: Literal["fixed", "random"] = "fixed"  # the photometric view's factors
+    view_shift: float = 0.1
+    focal_floor: FocalFloor = "clamp"
+    normalization: Literal["val", "test"] = "val"  # min-max ranges: validation, or the test set
     # ablation switches (paper defaults first)
     learnable_prompts: bool = True  # False: the same prompts without context vectors
     objective: str = "organ"  # "organ": the dataset's organ word; else that text literally
@@ -64,9 +113,27 @@ class MadCLIPConfig(MethodConfig):
     subtraction: bool = True  # False: S_n = f_n.t_n, S_a = f_a.t_a
     image_loss: str = "sigmoid"  # "sigmoid" (SigLIP-style) or "softmax" (cross-entropy)
     separate_heads: bool = True  # False: one head for detection and segmentation
-    image_logit: str = "mean"  # patches -> image logit: "mean", "max" or "mix"
+    image_logit: str = "mean"  # patches -> image: "mean", "max" or "mix"
     mix: float = 0.5  # weight of the mean in "mix"
     learn_temperature: bool = False  # learnable temperature and bias of the sigmoid loss
+
+
+MADCLIP_REFERENCE = {
+    "normal_words": REFERENCE_NORMAL_STATES,
+    "abnormal_words": REFERENCE_ABNORMAL_STATES,
+    "context": "per_prompt",
+    "text_attention": "bidirectional",
+    "prompt_mean": "raw",
+    "map_order": "upsample_softmax",
+    "align_corners": True,
+    "image_loss_input": "per_patch",
+    "image_loss_channels": "sum",
+    "jitter": "random",
+    "view_shift": 0.05,
+    "focal_floor": "smooth",
+    "normalization": "test",
+    "backbone.preprocess": "paper",
+}
 
 
 @METHODS.register("madclip")
@@ -76,6 +143,11 @@ class MadCLIP(LabelledShotsMethod):
     name = "madclip"
     config_class = MadCLIPConfig
     cacheable = True
+    presets = {
+        "reference": MADCLIP_REFERENCE,
+        # the paper: one context set per class (V, W) and SigLip on c = Mean(SoftMax(S))
+        "paper": {**MADCLIP_REFERENCE, "context": "per_class", "image_loss_input": "mean_prob"},
+    }
 
     def __init__(self, backbone, cfg: MadCLIPConfig) -> None:
         super().__init__(backbone, cfg)
@@ -88,15 +160,32 @@ class MadCLIP(LabelledShotsMethod):
             cfg.separate_heads,
         )
         self.learners = nn.ModuleDict()  # per organ word; buffers only (the context is ctx)
-        shape = context_shape(self._prompt_set(""), "per_class", backbone.text_width)
+        shape = context_shape(self._prompt_set(""), cfg.context, backbone.text_width)
         self.ctx = nn.Parameter(torch.randn(shape) * 0.02, requires_grad=cfg.learnable_prompts)
         self.temperature = nn.Parameter(torch.ones(()), requires_grad=cfg.learn_temperature)
         self.bias = nn.Parameter(torch.zeros(()), requires_grad=cfg.learn_temperature)
         self.register_buffer("stats", torch.tensor([[0.0, 1.0]] * 2))
         self._validation_features: tuple[tuple, dict[str, Tensor]] | None = None
+        self.jitter_factors = (MADCLIP_BRIGHTNESS, MADCLIP_CONTRAST)
+
+    def setup(
+        self,
+        supports: list[SupportSet],
+        class_name: str,
+        validation: SupportSet | None = None,
+        target: SupportSet | None = None,
+        seed: int = 0,
+    ) -> None:
+        """Also draws the photometric view's factors once per run (`jitter: random`, as the
+        reference: brightness and contrast uniform in [0.8, 1.2], shared by every shot)."""
+        super().setup(supports, class_name, validation, target, seed)
+        if self.cfg.jitter == "random":
+            b, c = np.random.default_rng([seed, 16]).uniform(0.8, 1.2, size=2)
+            self.jitter_factors = (float(b), float(c))
 
     def views(self, image: np.ndarray, mask: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-        return madclip_views(image, mask)
+        kind = "reference" if self.cfg.jitter == "random" else "fixed"
+        return madclip_views(image, mask, self.cfg.view_shift, *self.jitter_factors, kind)
 
     # ---- text -----------------------------------------------------------------------------
     def _prompt_set(self, class_name: str) -> PromptSet:
@@ -109,7 +198,14 @@ class MadCLIP(LabelledShotsMethod):
         """The prompt learner of an organ word (built once; it holds frozen word embeddings)."""
         key = class_name or "-"
         if key not in self.learners:
-            learner = PromptLearner(self.backbone, self._prompt_set(class_name), own_context=False)
+            learner = PromptLearner(
+                self.backbone,
+                self._prompt_set(class_name),
+                self.cfg.context,
+                own_context=False,
+                prompt_mean=self.cfg.prompt_mean,
+                attention=self.cfg.text_attention,
+            )
             self.learners[key] = learner.to(self.stats.device)
         return self.learners[key]
 
@@ -121,7 +217,7 @@ class MadCLIP(LabelledShotsMethod):
             return self.text_cache.fixed(
                 class_name,
                 self.stats.device,
-                lambda: encode_fixed_prompts(self.backbone, texts),
+                lambda: encode_fixed_prompts(self.backbone, texts, self.cfg.prompt_mean),
             )
         learner = self._learner(class_name)
         return self.text_cache.learnt(
@@ -159,22 +255,41 @@ class MadCLIP(LabelledShotsMethod):
             for f in feats
         ]
 
-    def image_logits(self, det: Tensor) -> Tensor:
-        """det logits (B, N, 2) -> image-level (B, 2) by mean, max or a mix."""
-        mean, peak = det.mean(dim=1), det.amax(dim=1)
+    def pool(self, values: Tensor) -> Tensor:
+        """Per-patch values (B, N, C) -> per image (B, C) by `image_logit`: mean, max or mix."""
+        mean, peak = values.mean(dim=1), values.amax(dim=1)
         if self.cfg.image_logit == "mean":
             return mean
         if self.cfg.image_logit == "max":
             return peak
         return self.cfg.mix * mean + (1 - self.cfg.mix) * peak
 
+    def image_logits(self, det: Tensor) -> Tensor:
+        """det logits (B, N, 2) -> image-level (B, 2) by mean, max or a mix."""
+        return self.pool(det)
+
+    def seg_maps(self, logits: list[Tensor], size: tuple[int, int]) -> Tensor:
+        """Per-layer segmentation logits [(B, N, 2)] -> class probability maps (L, B, 2, H, W)."""
+        order, corners = self.cfg.map_order, self.cfg.align_corners
+        return class_maps(logits, self.backbone.grid_size, size, order, corners)
+
     # ---- training -------------------------------------------------------------------------
-    def image_loss(self, logits: Tensor, label: Tensor) -> Tensor:
-        """logits (B, 2) = [normal, abnormal]; labels [-y, +y] with y = +1 for abnormal."""
+    def image_loss(self, det: Tensor, label: Tensor) -> Tensor:
+        """det: per-patch logits (B, N, 2) = [normal, abnormal], or already pooled (B, 2);
+        labels [-y, +y] with y = +1 for an abnormal image."""
+        if det.dim() == 2:
+            det = det.unsqueeze(1)  # one "patch": the pooled logits
         if self.cfg.image_loss == "softmax":
-            return F.cross_entropy(logits, label.long())
+            return F.cross_entropy(self.pool(det), label.long())
         targets = torch.stack([1 - label, label], dim=-1).float()  # (B, 2) in {0, 1}
-        return sigmoid_image_text_loss(logits, targets, self.temperature, self.bias)
+        t, b = self.temperature, self.bias
+        if self.cfg.image_loss_input == "per_patch":
+            channels = self.cfg.image_loss_channels
+            return sigmoid_patch_loss(det, targets, self.pool, channels, t, b)
+        pooled = self.pool(det.softmax(-1) if self.cfg.image_loss_input == "mean_prob" else det)
+        if self.cfg.image_loss_channels == "sum":
+            return sigmoid_image_text_loss(pooled, targets, t, b) * pooled.shape[-1]
+        return sigmoid_image_text_loss(pooled, targets, t, b)
 
     def training_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         mask, label = batch["mask"], batch["label"]
@@ -183,13 +298,12 @@ class MadCLIP(LabelledShotsMethod):
         seg_on = batch["has_mask"].bool()
         img_loss = seg_loss = patches.new_zeros((), dtype=torch.float32)
         for layer in self.layer_logits(patches, text):
-            img_loss = img_loss + self.image_loss(self.image_logits(layer["det"]), label)
+            img_loss = img_loss + self.image_loss(layer["det"], label)
             if bool(seg_on.any()):
-                probs = layer_maps(
-                    [layer["seg"][seg_on].softmax(-1)], self.backbone.grid_size, mask.shape[-2:]
-                )[0]  # (B', 2, H, W)
+                probs = self.seg_maps([layer["seg"][seg_on]], mask.shape[-2:])[0]  # (B', 2, H, W)
                 m = mask[seg_on]
-                seg_loss = seg_loss + focal_loss(probs, m.long()) + dice_loss(probs[:, 1], m)
+                focal = focal_loss(probs, m.long(), floor=self.cfg.focal_floor)
+                seg_loss = seg_loss + focal + dice_loss(probs[:, 1], m)
         return {"loss": img_loss + seg_loss, "image": img_loss.detach(), "seg": seg_loss.detach()}
 
     # ---- inference ------------------------------------------------------------------------
@@ -200,9 +314,8 @@ class MadCLIP(LabelledShotsMethod):
         patches = features["patches"]
         text = self.class_text(self.class_name).expand(patches.shape[0], -1, -1)
         layers = self.layer_logits(patches, text)
-        probs = [layer["seg"].softmax(-1) for layer in layers]
-        amap = layer_maps(probs, self.backbone.grid_size, size)[:, :, 1].sum(0)
-        det = torch.stack([layer["det"].softmax(-1)[..., 1].mean(1) for layer in layers]).sum(0)
+        amap = self.seg_maps([layer["seg"] for layer in layers], size)[:, :, 1].sum(0)
+        det = torch.stack([self.pool(layer["det"].softmax(-1))[:, 1] for layer in layers]).sum(0)
         return amap, det
 
     @torch.no_grad()
@@ -219,10 +332,27 @@ class MadCLIP(LabelledShotsMethod):
         self.fit_ranges({MAP: amap, DET: det})
 
     def forward_features(self, features: dict[str, Tensor], size: tuple[int, int]) -> AnomalyOutput:
-        amap, det = self.raw_scores(features, size)
-        amap, det = self.normalized(amap, MAP), self.normalized(det, DET)
+        raw_map, raw_det = self.raw_scores(features, size)
+        amap, det = self.normalized(raw_map, MAP), self.normalized(raw_det, DET)
         score = amap.flatten(1).amax(1) if bool(self.seg_task) else det
-        return AnomalyOutput(amap, score)
+        parts = {"map": raw_map, "det": raw_det} if self.cfg.normalization == "test" else None
+        return AnomalyOutput(amap, score, parts)
+
+    def finalize_test(
+        self, maps: np.ndarray, scores: np.ndarray, parts: dict[str, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`normalization: test`: (x - min) / (1e-4 + max - min) over the evaluated set, as the
+        reference does for its map and its detection score."""
+        if self.cfg.normalization != "test" or not parts:
+            return maps, scores
+        amap = _minmax(parts["map"], 1e-4)
+        score = amap.reshape(len(amap), -1).max(1) if bool(self.seg_task) else None
+        return amap, score if score is not None else _minmax(parts["det"], 1e-4)
 
     def forward(self, images: Tensor) -> AnomalyOutput:
         return self.forward_features(self.frozen_features(images), images.shape[-2:])
+
+
+def _minmax(x: np.ndarray, eps: float) -> np.ndarray:
+    x = x.astype(np.float32)
+    return (x - x.min()) / (float(x.max() - x.min()) + eps)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -78,16 +79,31 @@ class PPADConfig(MethodConfig):
     prompt_init_std: float = 0.02
     prompt_init_scale: float = 10.0
     synth_prob: float = 0.5  # share of training items with a SAS anomaly in their region
-    loss: str = "ce"  # "ce" (softmax cross-entropy) or "bce" (the reference's per-logit BCE)
+    loss: Literal["ce", "bce"] = "ce"  # softmax cross-entropy, or the reference's per-logit BCE
     max_threshold: float = 0.8
+    # SAS: the blob centred on its drawn centre, or the reference's canvas (offset up/left);
+    # the gamma map's edges (see anomed.synthesis.sas.gamma_map)
+    sas_placement: Literal["centred", "canvas"] = "centred"
+    sas_edges: Literal["anomed", "reference"] = "anomed"
+
+
+PPAD_REFERENCE = {
+    "loss": "bce",
+    "sas_placement": "canvas",
+    "sas_edges": "reference",
+    "train.select": "last",  # the reference saves the last epoch
+    "backbone.preprocess": "cxr",  # its single chest X-ray mean/std
+}
 
 
 class RegionSynthesisDataset(Dataset):
     """Per item and epoch: a random region; with probability p a SAS anomaly inside it."""
 
-    def __init__(self, images: Sequence[np.ndarray], size: int, p: float, seed: int) -> None:
+    def __init__(
+        self, images: Sequence[np.ndarray], size: int, p: float, seed: int, sas: SAS | None = None
+    ) -> None:
         self.images, self.boxes, self.p, self.seed = list(images), region_boxes(size), p, seed
-        self.epoch, self.sas = 0, SAS()
+        self.epoch, self.sas = 0, sas or SAS()
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -114,6 +130,8 @@ class PPAD(AnomalyMethod):
     config_class = PPADConfig
     normal_only = True
     probability_scores = True  # softmax probability of the abnormal class
+    # no PPAD paper text beyond the abstract among the sources: "paper" follows the reference
+    presets = {"reference": PPAD_REFERENCE, "paper": PPAD_REFERENCE}
 
     def __init__(self, backbone, cfg: PPADConfig) -> None:
         super().__init__(backbone, cfg)
@@ -134,11 +152,16 @@ class PPAD(AnomalyMethod):
 
     def train_dataset(self, supports: Sequence[SupportSet], seed: int) -> RegionSynthesisDataset:
         normals = [im for s in supports for im in s.normals]
-        return RegionSynthesisDataset(normals, self.backbone.image_size, self.cfg.synth_prob, seed)
+        size, p = self.backbone.image_size, self.cfg.synth_prob
+        return RegionSynthesisDataset(normals, size, p, seed, self.sas())
+
+    def sas(self) -> SAS:
+        return SAS(placement=self.cfg.sas_placement, edges=self.cfg.sas_edges)
 
     def validation_items(self, support: SupportSet, seed: int) -> list[dict]:
         """Each validation normal as it is and with a SAS anomaly in a random region."""
-        ds = RegionSynthesisDataset(support.normals, self.backbone.image_size, 1.0, seed + 10_000)
+        size = self.backbone.image_size
+        ds = RegionSynthesisDataset(support.normals, size, 1.0, seed + 10_000, self.sas())
         synthetic = [{k: v for k, v in ds[i].items() if k != "region"} for i in range(len(ds))]
         return plain_items(support) + synthetic
 
