@@ -76,7 +76,7 @@ def zero_shot_leave_one_out(
             **{f"{name} (ours, {cfg.backbone.model}, {weights})": m for name, m in rows.items()},
             **_published_rows(cfg.method, published),
         },
-        index_name=f"{cfg.method} zero-shot (held out)",
+        index_name=f"{cfg.method} [preset {cfg.preset}] zero-shot (held out)",
     )
     out.mkdir(parents=True, exist_ok=True)
     (out / "zero_shot.md").write_text(table + "\n")

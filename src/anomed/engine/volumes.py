@@ -127,12 +127,25 @@ def cross_protocol(
                 f"image AUROC {_pct(metrics['image_auroc'])}"
             )
     tables = "\n\n".join(protocol_table(results, key) for key in ("pixel_auroc", "image_auroc"))
+    tables = f"{_label_of(checkpoint)}\n\n{tables}"
     published = published_protocol_table(_method_of(checkpoint), cases_root)
     tables += f"\n\n{published}" if published else ""
     (output / "cross_protocol.md").write_text(tables + "\n")
     (output / "cross_protocol.json").write_text(json.dumps(results, indent=1))
     log(tables)
     return results
+
+
+def _label_of(checkpoint: str | Path) -> str:
+    """Which run the tables come from: method, preset, backbone (random-init said so)."""
+    from anomed.engine.checkpoint import read_checkpoint_info
+
+    try:
+        run = read_checkpoint_info(checkpoint).run
+    except AnomedError:
+        return f"checkpoint {checkpoint}"
+    weights = run.backbone.pretrained or "random-init backbone"
+    return f"{run.method} [preset {run.preset}] / {run.backbone.model} ({weights}), {checkpoint}"
 
 
 def _method_of(checkpoint: str | Path) -> str:
