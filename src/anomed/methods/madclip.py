@@ -90,21 +90,23 @@ class MadCLIPConfig(MethodConfig):
     layers: tuple[int, ...] = (6, 12, 18, 24)
     n_ctx: int = 8
     # words ("{}" marks where the organ goes; without it the organ follows the whole prompt)
-    normal_words: tuple[str, ...] = NORMAL_WORDS
-    abnormal_words: tuple[str, ...] = ABNORMAL_WORDS
+    normal_words: tuple[str, ...] = REFERENCE_NORMAL_STATES
+    abnormal_words: tuple[str, ...] = REFERENCE_ABNORMAL_STATES
     placements: tuple[str, ...] = ("end", "front", "middle")
-    context: ContextMode = "per_class"  # "per_prompt": one set per word and placement
-    text_attention: TextAttention = "causal"
-    prompt_mean: PromptMean = "normalized"
+    context: ContextMode = "per_prompt"  # "per_prompt": one set per word and placement
+    text_attention: TextAttention = "bidirectional"
+    prompt_mean: PromptMean = "raw"
+    # softmax on the patches, then upsampled: kept on evidence (the reference's order scored a
+    # lower pixel AUROC on phantoms, see FIDELITY.md)
     map_order: MapOrder = "softmax_upsample"
     align_corners: bool = False
     # the sigmoid image loss: on the patch-mean logit ("mean_logit"), per patch and then pooled
     # ("per_patch", the reference), or on the mean softmax probability ("mean_prob", the paper)
-    image_loss_input: Literal["mean_logit", "per_patch", "mean_prob"] = "mean_logit"
-    image_loss_channels: Literal["mean", "sum"] = "mean"  # over the normal/abnormal channels
-    jitter: Literal["fixed", "random"] = "fixed"  # the photometric view's factors
-    view_shift: float = 0.1
-    focal_floor: FocalFloor = "clamp"
+    image_loss_input: Literal["mean_logit", "per_patch", "mean_prob"] = "per_patch"
+    image_loss_channels: Literal["mean", "sum"] = "sum"  # over the normal/abnormal channels
+    jitter: Literal["fixed", "random"] = "random"  # the photometric view's factors
+    view_shift: float = 0.05
+    focal_floor: FocalFloor = "smooth"
     normalization: Literal["val", "test"] = "val"  # min-max ranges: validation, or the test set
     # ablation switches (paper defaults first)
     learnable_prompts: bool = True  # False: the same prompts without context vectors
@@ -144,6 +146,7 @@ class MadCLIP(LabelledShotsMethod):
     config_class = MadCLIPConfig
     cacheable = True
     presets = {
+        "anomed": {"backbone.preprocess": "paper"},  # the reference's [0, 1] (no evidence)
         "reference": MADCLIP_REFERENCE,
         # the paper: one context set per class (V, W) and SigLip on c = Mean(SoftMax(S))
         "paper": {**MADCLIP_REFERENCE, "context": "per_class", "image_loss_input": "mean_prob"},

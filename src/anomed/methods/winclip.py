@@ -47,11 +47,11 @@ class WinCLIPConfig(MethodConfig):
     few_shot: bool = False
     patch_layer: int = 18  # block (of 24, scaled) whose patch tokens the few-shot branch compares
     organ: str = ""  # "" = from the dataset's class name
-    prompts: Literal["mvfa", "winclip"] = "mvfa"  # the ensemble (anomed.prompts.ensemble)
-    prompt_mean: PromptMean = "normalized"  # "raw": mean of the unnormalised features
+    prompts: Literal["mvfa", "winclip"] = "winclip"  # the ensemble (anomed.prompts.ensemble)
+    prompt_mean: PromptMean = "raw"  # "raw": mean of the unnormalised features
     # few-shot patch tokens: "block" = raw tokens after `patch_layer`; "final" = the last
     # block's tokens after ln_post (anomalib)
-    few_shot_tokens: Literal["block", "final"] = "block"
+    few_shot_tokens: Literal["block", "final"] = "final"
 
 
 WINCLIP_REFERENCE = {"prompts": "winclip", "prompt_mean": "raw", "few_shot_tokens": "final"}
