@@ -44,6 +44,7 @@ class MLALP(MVFA):
     name = "mlalp"
     config_class = MLALPConfig
     presets = {
+        "anomed": {"backbone.preprocess": "paper"},  # as MVFA's
         "reference": MLALP_REFERENCE,
         "paper": {**MLALP_REFERENCE, "memory_bank": False, "map_order": "softmax_upsample"},
     }

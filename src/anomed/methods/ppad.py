@@ -79,12 +79,12 @@ class PPADConfig(MethodConfig):
     prompt_init_std: float = 0.02
     prompt_init_scale: float = 10.0
     synth_prob: float = 0.5  # share of training items with a SAS anomaly in their region
-    loss: Literal["ce", "bce"] = "ce"  # softmax cross-entropy, or the reference's per-logit BCE
+    loss: Literal["ce", "bce"] = "bce"  # the reference's per-logit BCE, or softmax cross-entropy
     max_threshold: float = 0.8
     # SAS: the blob centred on its drawn centre, or the reference's canvas (offset up/left);
     # the gamma map's edges (see anomed.synthesis.sas.gamma_map)
-    sas_placement: Literal["centred", "canvas"] = "centred"
-    sas_edges: Literal["anomed", "reference"] = "anomed"
+    sas_placement: Literal["centred", "canvas"] = "canvas"
+    sas_edges: Literal["anomed", "reference"] = "reference"
 
 
 PPAD_REFERENCE = {
@@ -131,7 +131,11 @@ class PPAD(AnomalyMethod):
     normal_only = True
     probability_scores = True  # softmax probability of the abnormal class
     # no PPAD paper text beyond the abstract among the sources: "paper" follows the reference
-    presets = {"reference": PPAD_REFERENCE, "paper": PPAD_REFERENCE}
+    presets = {
+        "anomed": {"backbone.preprocess": "cxr"},  # the reference's mean/std (no evidence)
+        "reference": PPAD_REFERENCE,
+        "paper": PPAD_REFERENCE,
+    }
 
     def __init__(self, backbone, cfg: PPADConfig) -> None:
         super().__init__(backbone, cfg)
