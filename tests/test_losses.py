@@ -108,3 +108,32 @@ def test_sigmoid_loss_learns_temperature():
         torch.tensor([2.0, -1.0]), torch.tensor([1, 0]), temperature=t
     ).backward()
     assert t.grad is not None and t.grad.item() < 0  # a sharper temperature lowers the loss
+
+
+def test_focal_smooth_floor_is_the_references_label_smoothing():
+    from anomed.losses import focal_loss
+
+    p = torch.tensor([0.9, 0.0, 1.0]).reshape(1, 1, 3)
+    probs = torch.stack([1 - p, p], dim=1)  # (1, 2, 1, 3)
+    target = torch.tensor([[[1, 1, 0]]])
+    s = 1e-5
+    # p_t <- (1 - s) p_t + s p_other + s
+    pt = torch.tensor([(1 - s) * 0.9 + s * 0.1 + s, s * 1.0 + s, s * 1.0 + s])
+    expected = (-((1 - pt) ** 2) * pt.log()).mean()
+    torch.testing.assert_close(focal_loss(probs, target, floor="smooth"), expected)
+    assert float(focal_loss(probs, target, floor="smooth")) < float(focal_loss(probs, target))
+
+
+def test_sigmoid_patch_loss_by_hand():
+    from anomed.losses import sigmoid_patch_loss
+
+    logits = torch.tensor([[[1.0, -2.0], [3.0, 0.5]]])  # (B=1, N=2, C=2)
+    targets = torch.tensor([[0.0, 1.0]])  # abnormal: y = [-1, +1]
+    ls = torch.nn.functional.logsigmoid
+    per_channel = [
+        (ls(torch.tensor(-1.0)) + ls(torch.tensor(-3.0))) / 2,
+        (ls(torch.tensor(-2.0)) + ls(torch.tensor(0.5))) / 2,
+    ]
+    expected = -(per_channel[0] + per_channel[1])
+    torch.testing.assert_close(sigmoid_patch_loss(logits, targets), expected)
+    torch.testing.assert_close(sigmoid_patch_loss(logits, targets, channels="mean"), expected / 2)

@@ -24,7 +24,9 @@ def test_output_holding_an_input_folder_is_refused_even_with_overwrite(tree):
 
 def test_output_holding_an_input_file_is_refused_even_with_overwrite(tree):
     image = tree / "data" / "scans" / "a.png"
-    with pytest.raises(AnomedError, match="a.png, which this run reads, so replacing the folder would delete it"):
+    with pytest.raises(
+        AnomedError, match="a.png, which this run reads, so replacing the folder would delete it"
+    ):
         check_output_dir(tree / "data" / "scans", overwrite=True, inputs=[image])
 
 

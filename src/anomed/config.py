@@ -77,7 +77,9 @@ class BackboneConfig:
     pretrained: str | None = None  # open_clip tag ("openai"), a local checkpoint file, or None
     # override of the input side; positional embeddings are interpolated
     image_size: Annotated[int | None, Bounds(32, 2048)] = None
-    preprocess: Literal["clip", "paper", "cxr"] = "clip"  # see backbone.PREPROCESS_PRESETS
+    # pixel normalisation (backbone.PREPROCESS_PRESETS); None: the preset's choice for the
+    # method ("clip" unless its reference feeds other pixels), resolved when a run starts
+    preprocess: Literal["clip", "paper", "cxr"] | None = None
     init_seed: Seed = 0  # seeds a random-init backbone so it can be rebuilt identically
 
 
@@ -108,8 +110,9 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on GPU; ignored on CPU
     num_workers: Annotated[int, Bounds(0, 64)] = 0
     val_every: Positive = 5  # epochs between validation passes
-    # "val" (best validation score), "last", or "test-leak" (papers' habit; leaks test labels)
-    select: Literal["val", "last", "test-leak"] = "val"
+    # "val" (best validation score), "last", or "test-leak" (papers' habit; leaks test labels);
+    # None: the preset's choice for the method ("val" unless its reference keeps the last epoch)
+    select: Literal["val", "last", "test-leak"] | None = None
     # decision threshold = score quantile of validation normals at this false-positive rate
     target_fpr: Annotated[float, Bounds(0.0, 1.0)] = 0.05
     # no validation images (k takes the whole pool): save without a threshold (decisions then

@@ -5,7 +5,8 @@ Everything is computed in float32 whatever the input dtype, so the losses are sa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -24,24 +25,43 @@ def _class_weights(alpha: float | Sequence[float], num_classes: int, like: Tenso
     return weights.to(device=like.device, dtype=torch.float32)
 
 
+FocalFloor = Literal["clamp", "smooth"]
+
+
 def focal_loss(
     probs: Tensor,
     target: Tensor,
     gamma: float = 2.0,
     alpha: float | Sequence[float] | None = None,
     eps: float = 1e-6,
+    floor: FocalFloor = "clamp",
+    smooth: float = 1e-5,
 ) -> Tensor:
     """Focal loss -alpha_t (1 - p_t)^gamma log p_t on class probabilities, mean over pixels.
 
     probs: (B, C, H, W) probabilities that sum to 1 over C (a softmax, as in the MVFA / MediCLIP
     reference); target: (B, H, W) class indices. alpha: None (no weighting), a float a (class 1
     weighs a, the others 1 - a, as in RetinaNet) or C per-class weights. With gamma = 0 and no
-    alpha this is the negative log-likelihood. p_t is clamped to [eps, 1] so log stays finite.
+    alpha this is the negative log-likelihood.
+
+    How log p_t stays finite (`floor`): "clamp" clamps p_t to [eps, 1] (no gradient below eps);
+    "smooth" is the references' label smoothing, p_t <- sum_c q_c p_c + smooth with the one-hot
+    q clamped to [smooth / (C - 1), 1 - smooth] (each pixel's loss is capped near -log smooth and
+    keeps a gradient).
     """
     if probs.dim() != target.dim() + 1 or probs.shape[2:] != target.shape[1:]:
         raise ValueError(f"probs {tuple(probs.shape)} must be target {tuple(target.shape)} + C")
     target = target.long()
-    p_t = probs.gather(1, target.unsqueeze(1)).squeeze(1).float().clamp(eps, 1.0)  # (B, H, W)
+    probs = probs.float()
+    if floor == "smooth":
+        n = probs.shape[1]
+        onehot = F.one_hot(target, n).movedim(-1, 1).float()  # (B, C, H, W)
+        onehot = onehot.clamp(smooth / (n - 1), 1.0 - smooth)
+        p_t = (onehot * probs).sum(1) + smooth  # (B, H, W)
+    elif floor == "clamp":
+        p_t = probs.gather(1, target.unsqueeze(1)).squeeze(1).clamp(eps, 1.0)  # (B, H, W)
+    else:
+        raise ValueError(f"unknown focal floor {floor!r}")
     loss = -((1.0 - p_t) ** gamma) * p_t.log()
     if alpha is not None:
         loss = loss * _class_weights(alpha, probs.shape[1], probs)[target]
@@ -101,3 +121,26 @@ def sigmoid_image_text_loss(
         raise ValueError(f"labels {tuple(labels.shape)} do not fit logits {tuple(logits.shape)}")
     z = logits.float() * temperature + bias
     return -F.logsigmoid(y * z).mean()
+
+
+def sigmoid_patch_loss(
+    logits: Tensor,
+    targets: Tensor,
+    pool: Callable[[Tensor], Tensor] | None = None,
+    channels: Literal["sum", "mean"] = "sum",
+    temperature: float | Tensor = 1.0,
+    bias: float | Tensor = 0.0,
+) -> Tensor:
+    """The MadCLIP reference's image-level sigmoid loss, computed per patch.
+
+    logits: (B, N, C) patch logits; targets: (B, C) in {0, 1} (1: the image matches that
+    channel's text). Per patch log sigmoid(y z), y = 2 t - 1 and z = logit * temperature + bias;
+    pooled over the patches (`pool`, default the mean: (B, N, C) -> (B, C)); summed (the
+    reference) or averaged over the C channels; the negative mean over the batch.
+    """
+    y = 2.0 * targets.float() - 1.0  # (B, C)
+    z = logits.float() * temperature + bias
+    per_patch = F.logsigmoid(y.unsqueeze(1) * z)  # (B, N, C)
+    pooled = per_patch.mean(dim=1) if pool is None else pool(per_patch)  # (B, C)
+    reduced = pooled.sum(-1) if channels == "sum" else pooled.mean(-1)
+    return -reduced.mean()

@@ -1,83 +1,105 @@
 """Published figures of the methods anomed implements, stored as data with their source.
 
-Shown beside our own runs so a reader sees both; ours are labelled with the backbone used.
+Every table: method -> {"citation", "backbone", "results": protocol -> dataset -> metric -> %}.
+A protocol is "few-shot k=N" (N normal shots; the supervised methods also use N abnormal ones)
+or "zero-shot"; a dataset is the class name anomed gives the dataset (BMAD: brain, liver,
+retina_resc, retina_oct2017, chest, histopathology) or, where the paper names a dataset rather
+than an organ, that dataset's name (PPAD: zhanglab, chexpert, vindr-cxr). A published row is
+printed beside one of our runs only where the method, the dataset and the protocol all match,
+and never beside a phantom dataset.
 """
 
 from __future__ import annotations
 
+# the BMAD columns of MVFA's, MLA-LP's and MadCLIP's tables, in the papers' order
+# (HIS, ChestXray, OCT17 image AUROC; BrainMRI, LiverCT, RESC image then pixel AUROC)
+_BMAD = ("histopathology", "chest", "retina_oct2017", "brain", "liver", "retina_resc")
+
+
+def _bmad_row(*values: float) -> dict[str, dict[str, float]]:
+    """9 figures in the papers' column order -> dataset -> metric -> value."""
+    his, chest, oct17, *pairs = values
+    row = {
+        "histopathology": {"image_auroc": his},
+        "chest": {"image_auroc": chest},
+        "retina_oct2017": {"image_auroc": oct17},
+    }
+    for i, name in enumerate(_BMAD[3:]):
+        row[name] = {"image_auroc": pairs[2 * i], "pixel_auroc": pairs[2 * i + 1]}
+    return row
+
+
 # MediCLIP (Zhang et al., MICCAI 2024), Tables 1-2: OpenAI CLIP ViT-L/14, mean over 3 support
-# sets; percentages. Keys: dataset -> metric -> k -> value.
+# sets; k normal shots only.
 MEDICLIP = {
     "citation": "Zhang et al., MediCLIP: Adapting CLIP for Few-shot Medical Image Anomaly "
     "Detection, MICCAI 2024 (Tables 1-2)",
     "backbone": "ViT-L-14 (openai)",
     "results": {
-        "brainmri": {"image_auroc": {4: 94.1, 8: 94.9, 16: 94.8, 32: 95.4}},
-        "busi": {
-            "image_auroc": {4: 88.5, 8: 89.0, 16: 90.8, 32: 91.0},
-            "pixel_auroc": {4: 88.0, 8: 88.6, 16: 89.9, 32: 90.1},
-        },
+        f"few-shot k={k}": {
+            "brainmri": {"image_auroc": brain},
+            "busi": {"image_auroc": busi_image, "pixel_auroc": busi_pixel},
+        }
+        for k, brain, busi_image, busi_pixel in (
+            (4, 94.1, 88.5, 88.0),
+            (8, 94.9, 89.0, 88.6),
+            (16, 94.8, 90.8, 89.9),
+            (32, 95.4, 91.0, 90.1),
+        )
     },
 }
 
-PUBLISHED = {"mediclip": MEDICLIP}
-
-# MVFA (Huang et al., CVPR 2024), Tables 1-2: AUC % of anomaly classification (AC) and
-# segmentation (AS), ViT-L-14 (openai) at 240. As quoted in the "Paper" column of the public
-# reproducibility study github.com/Sabit-Ahmed/MVFA-AD (checked against it, not the PDF).
+# MVFA (Huang et al., CVPR 2024): its figures as MLA-LP's Tables 1-2 and MadCLIP's Tables 1-2
+# quote them (both agree; no MVFA paper is among this project's sources). k normal + k abnormal.
 MVFA = {
     "citation": "Huang et al., Adapting Visual-Language Models for Generalizable Anomaly "
-    "Detection in Medical Images, CVPR 2024 (Tables 1-2)",
+    "Detection in Medical Images, CVPR 2024 (as quoted in MLA-LP Tables 1-2 and MadCLIP "
+    "Tables 1-2)",
     "backbone": "ViT-L-14 (openai) @240",
     "results": {
-        "few-shot k=4": {
-            "histopathology": {"image_auroc": 82.71},
-            "chest": {"image_auroc": 81.95},
-            "retina_oct2017": {"image_auroc": 99.38},
-            "brain": {"image_auroc": 92.44, "pixel_auroc": 97.30},
-            "liver": {"image_auroc": 81.18, "pixel_auroc": 99.73},
-            "retina_resc": {"image_auroc": 96.18, "pixel_auroc": 98.97},
-        },
-        "zero-shot": {
-            "histopathology": {"image_auroc": 77.90},
-            "chest": {"image_auroc": 71.11},
-            "retina_oct2017": {"image_auroc": 95.40},
-            "brain": {"image_auroc": 78.63, "pixel_auroc": 90.27},
-            "liver": {"image_auroc": 76.24, "pixel_auroc": 97.85},
-            "retina_resc": {"image_auroc": 83.31, "pixel_auroc": 92.05},
-        },
+        "zero-shot": _bmad_row(77.90, 71.11, 95.40, 78.63, 90.27, 76.24, 97.85, 83.31, 92.05),
+        "few-shot k=2": _bmad_row(82.61, 81.32, 97.98, 92.72, 96.55, 81.08, 96.57, 91.36, 98.11),
+        "few-shot k=4": _bmad_row(82.71, 81.95, 99.38, 92.44, 97.30, 81.18, 99.73, 96.18, 98.97),
+        "few-shot k=8": _bmad_row(85.10, 83.89, 99.64, 92.61, 97.21, 85.90, 99.79, 96.57, 99.00),
+        "few-shot k=16": _bmad_row(82.62, 85.72, 99.66, 94.40, 97.70, 83.85, 99.73, 97.25, 99.07),
     },
 }
 
-# MLA-LP (Thanh-Luong, Vu, Ly): its tables were not available to this project (figures only in
-# images); the method is implemented, its published numbers are left out rather than guessed.
-PUBLISHED["mvfa"] = MVFA
+# MLA-LP (Thanh-Luong et al.), Table 1 (zero-shot: trained on the other five datasets) and
+# Table 2 (few-shot, k normal + k abnormal), ViT-L/14 at 240, rows "MLA-PL (Ours)".
+MLALP = {
+    "citation": "Thanh-Luong, Vu, Ly et al., Multi-Level Adapters with Learnable Prompt for "
+    "medical anomaly detection (MLA-LP), Tables 1-2",
+    "backbone": "ViT-L-14 @240",
+    "results": {
+        "zero-shot": _bmad_row(79.89, 68.65, 96.35, 73.62, 89.79, 76.77, 98.82, 84.50, 92.27),
+        "few-shot k=2": _bmad_row(71.45, 86.07, 98.16, 92.73, 96.98, 81.81, 98.02, 92.17, 97.63),
+        "few-shot k=4": _bmad_row(83.05, 82.13, 99.66, 91.34, 97.10, 84.50, 99.63, 93.47, 99.02),
+        "few-shot k=8": _bmad_row(87.38, 84.12, 99.15, 91.90, 96.95, 89.39, 99.65, 97.14, 98.92),
+        "few-shot k=16": _bmad_row(85.56, 87.39, 99.93, 94.51, 97.91, 92.75, 99.64, 97.37, 99.34),
+    },
+}
 
-
-def published_metrics(method: str, protocol: str, class_name: str) -> dict[str, float] | None:
-    """A method's published figures (as fractions) for a protocol and dataset class, if any.
-
-    `protocol` is e.g. "zero-shot" or "few-shot k=4"; `class_name` e.g. "brain", "liver".
-    """
-    table = PUBLISHED.get(method, {}).get("results", {}).get(protocol, {})
-    row = table.get(class_name.lower())
-    return None if row is None else {k: v / 100.0 for k, v in row.items()}
-
-
-def published_label(method: str, protocol: str, class_name: str) -> str:
-    ref = PUBLISHED[method]
-    return f"{class_name}: published {method} ({protocol}, {ref['backbone']})"
-
-
-# MadCLIP (Shiri, Beyan, Murino, MICCAI 2025): 16-shot averages over the BMAD datasets, AUROC %
-# (the figures quoted in the project's MadCLIP issue; per-dataset tables not stored here).
+# MadCLIP (Shiri, Beyan, Murino, MICCAI 2025), Table 1 (16 shots per class) and Table 2 (2, 4,
+# 8 shots per class): AUROC %, with the paper's averages over its datasets.
+_MADCLIP_ROWS = {
+    2: ((83.62, 84.56, 99.06, 93.93, 97.92, 84.48, 99.39, 95.09, 97.18), (90.12, 98.16)),
+    4: ((80.05, 88.10, 99.37, 95.25, 97.90, 82.97, 99.29, 96.62, 98.90), (90.39, 98.69)),
+    8: ((87.45, 83.90, 99.14, 95.17, 98.02, 89.31, 99.81, 97.16, 98.85), (92.02, 98.89)),
+    16: ((90.14, 88.15, 99.71, 95.90, 97.97, 91.46, 99.74, 99.11, 99.45), (94.08, 99.05)),
+}
 MADCLIP = {
     "citation": "Shiri, Beyan, Murino, MadCLIP: Few-shot Medical Anomaly Detection with CLIP, "
-    "MICCAI 2025",
-    "backbone": "ViT-L-14 (openai)",
-    "results": {"few-shot k=16": {"average": {"image_auroc": 94.08, "pixel_auroc": 99.05}}},
+    "MICCAI 2025 (Tables 1-2)",
+    "backbone": "ViT-L-14 (openai) @240",
+    "results": {
+        f"few-shot k={k}": {
+            **_bmad_row(*row),
+            "average": {"image_auroc": avg[0], "pixel_auroc": avg[1]},
+        }
+        for k, (row, avg) in _MADCLIP_ROWS.items()
+    },
 }
-PUBLISHED["madclip"] = MADCLIP
 
 # PPAD (MICCAI 2024): AUROC % with 64 normal shots, mean ± std over 5 runs, CheXzero backbone.
 PPAD = {
@@ -92,28 +114,111 @@ PPAD = {
     },
     "std": {"zhanglab": 0.4, "chexpert": 0.9, "vindr-cxr": 0.9},
 }
-PUBLISHED["ppad"] = PPAD
+
+# WinCLIP (Jeong et al., CVPR 2023) zero-shot on the BMAD datasets, as MLA-LP's Table 1 quotes
+# it (collected there from Huang et al.).
+WINCLIP = {
+    "citation": "Jeong et al., WinCLIP, CVPR 2023 (zero-shot BMAD figures as quoted in MLA-LP "
+    "Table 1)",
+    "backbone": "ViT-B-16-plus-240 (laion400m)",
+    "results": {
+        "zero-shot": _bmad_row(69.85, 70.86, 46.64, 66.49, 85.99, 64.20, 96.20, 42.51, 80.56)
+    },
+}
+
+# CondPrompt (Kim and Lee, poster): trained on T1 axial brain MRI slices (ViT-L/14); pixel
+# AUROC % on every MRI sequence x view, and a zero-shot transfer to chest X-ray and retinal OCT.
+# The poster's "Retina" has a pixel AUROC, so it is the OCT set with masks (RESC).
+CONDPROMPT = {
+    "citation": "Kim and Lee, Conditional Prompt Learning for Anomaly Detection in Medical "
+    "Image Slices (poster)",
+    "backbone": "ViT-L-14",
+    "results": {
+        "zero-shot": {
+            "chest": {"image_auroc": 55.47},
+            "retina_resc": {"image_auroc": 55.83, "pixel_auroc": 53.15},
+        },
+    },
+    # trained on T1 axial; rows: sequence, columns: view
+    "cross_sequence": {
+        "pixel_auroc": {
+            "t1": {"axial": 93.19, "sagittal": 87.43, "coronal": 87.16},
+            "t1ce": {"axial": 85.97, "sagittal": 83.52, "coronal": 84.74},
+            "t2": {"axial": 90.26, "sagittal": 85.92, "coronal": 87.42},
+            "flair": {"axial": 88.43, "sagittal": 84.78, "coronal": 85.20},
+        }
+    },
+}
+
+PUBLISHED = {
+    "mediclip": MEDICLIP,
+    "mvfa": MVFA,
+    "mlalp": MLALP,
+    "madclip": MADCLIP,
+    "ppad": PPAD,
+    "winclip": WINCLIP,
+    "condprompt": CONDPROMPT,
+}
 
 
-def published_rows(method: str, k: int, class_name: str) -> dict[str, dict[str, float]]:
-    """Published figures to print beside one of our runs, labelled, as fractions.
+def protocol_name(k: int) -> str:
+    """ "zero-shot" for k = 0, else "few-shot k=N"."""
+    return "zero-shot" if k == 0 else f"few-shot k={k}"
 
-    The exact dataset and protocol when the paper has them; otherwise all of the method's
-    published rows, so a reader still sees what the paper reports and on what.
-    """
-    ref = PUBLISHED.get(method)
-    if ref is None:
+
+def _is_phantom(name: str) -> bool:
+    return "phantom" in name.lower()
+
+
+def published_entry(
+    method: str, protocol: str, class_name: str, dataset: str = ""
+) -> tuple[str, dict[str, float]] | None:
+    """(the key matched, its figures in %) for exactly this method, protocol and dataset (by
+    class name, else by dataset folder name), or None. Never for a phantom dataset."""
+    if _is_phantom(dataset) or _is_phantom(class_name):
+        return None
+    table = PUBLISHED.get(method, {}).get("results", {}).get(protocol, {})
+    for key in (class_name.lower(), dataset.lower()):
+        if key and key != "average" and key in table:
+            return key, dict(table[key])
+    return None
+
+
+def published_metrics(
+    method: str, protocol: str, class_name: str, dataset: str = ""
+) -> dict[str, float] | None:
+    """A method's published figures (as fractions) for a protocol and dataset, if any."""
+    found = published_entry(method, protocol, class_name, dataset)
+    return None if found is None else {k: v / 100.0 for k, v in found[1].items()}
+
+
+def published_label(method: str, protocol: str, class_name: str) -> str:
+    ref = PUBLISHED[method]
+    return f"{class_name}: published {method} ({protocol}, {ref['backbone']})"
+
+
+def published_value(method: str, class_name: str, k: int, metric: str) -> float | None:
+    """One published figure in percent (k = 0: zero-shot), or None."""
+    found = published_entry(method, protocol_name(k), class_name)
+    return None if found is None else found[1].get(metric)
+
+
+def published_rows(
+    method: str, k: int, class_name: str, dataset: str = ""
+) -> dict[str, dict[str, float]]:
+    """The published figures to print beside one of our runs, labelled, as fractions: only the
+    row of the same method, dataset (class name or dataset name) and protocol (k normal shots;
+    k = 0: zero-shot). Nothing where any of them differs, and nothing beside phantoms."""
+    protocol = protocol_name(k)
+    found = published_entry(method, protocol, class_name, dataset)
+    if found is None:
         return {}
-    results, backbone = ref["results"], ref["backbone"]
-    if method == "mediclip":  # keyed dataset -> metric -> k
-        row = {m: v[k] / 100.0 for m, v in results.get(class_name.lower(), {}).items() if k in v}
-        return {f"published {method} ({class_name}, k={k}, {backbone})": row} if row else {}
-    protocol = f"few-shot k={k}"
-    exact = published_metrics(method, protocol, class_name)
-    if exact is not None:
-        return {published_label(method, protocol, class_name): exact}
-    return {
-        f"published {method} ({proto}, {name}, {backbone})": {m: v / 100.0 for m, v in row.items()}
-        for proto, table in results.items()
-        for name, row in table.items()
-    }
+    key, row = found
+    ref = PUBLISHED[method]
+    label = f"published {method} ({key}, {protocol}, {ref['backbone']})"
+    return {label: {m: v / 100.0 for m, v in row.items()}}
+
+
+def published_cross_sequence(method: str, metric: str = "pixel_auroc") -> dict | None:
+    """The sequence x view table a paper gives (CondPrompt), in %: sequence -> view -> value."""
+    return PUBLISHED.get(method, {}).get("cross_sequence", {}).get(metric)

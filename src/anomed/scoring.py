@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+MapOrder = Literal["softmax_upsample", "upsample_softmax"]
 
-def patch_text_probs(patch_feats: Tensor, text_feats: Tensor, temperature: float) -> Tensor:
-    """Softmax over classes of cos(patch, class) / temperature.
 
-    patch_feats: (B, N, D); text_feats: (C, D) or per image (B, C, D) -> probs (B, N, C).
-    """
+def patch_text_logits(patch_feats: Tensor, text_feats: Tensor, temperature: float) -> Tensor:
+    """cos(patch, class) / temperature: patch_feats (B, N, D); text_feats (C, D) or per image
+    (B, C, D) -> logits (B, N, C)."""
     patch_feats = F.normalize(patch_feats, dim=-1)
     text_feats = F.normalize(text_feats, dim=-1)
     if text_feats.dim() == 2:
         logits = patch_feats @ text_feats.t()
     else:
         logits = torch.einsum("bnd,bcd->bnc", patch_feats, text_feats)
-    return (logits / temperature).softmax(dim=-1)
+    return logits / temperature
+
+
+def patch_text_probs(patch_feats: Tensor, text_feats: Tensor, temperature: float) -> Tensor:
+    """Softmax over classes of cos(patch, class) / temperature: (B, N, D) -> probs (B, N, C)."""
+    return patch_text_logits(patch_feats, text_feats, temperature).softmax(dim=-1)
 
 
 def tokens_to_grid(tokens: Tensor, grid: tuple[int, int]) -> Tensor:
@@ -31,16 +37,39 @@ def tokens_to_grid(tokens: Tensor, grid: tuple[int, int]) -> Tensor:
     return tokens.transpose(1, 2).reshape(b, c, *grid)
 
 
-def upsample(maps: Tensor, size: int | tuple[int, int]) -> Tensor:
-    """(B, C, h, w) -> (B, C, H, W), bilinear (the papers' choice)."""
-    return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+def upsample(maps: Tensor, size: int | tuple[int, int], align_corners: bool = False) -> Tensor:
+    """(B, C, h, w) -> (B, C, H, W), bilinear. `align_corners=True` is what the MediCLIP, MVFA
+    and MadCLIP references pass (the patch centres' values land on the image corners)."""
+    return F.interpolate(maps, size=size, mode="bilinear", align_corners=align_corners)
 
 
 def layer_maps(
-    per_layer: Sequence[Tensor], grid: tuple[int, int], size: int | tuple[int, int]
+    per_layer: Sequence[Tensor],
+    grid: tuple[int, int],
+    size: int | tuple[int, int],
+    align_corners: bool = False,
 ) -> Tensor:
-    """Per-layer token probabilities [(B, N, C)] -> upsampled maps stacked (L, B, C, H, W)."""
-    return torch.stack([upsample(tokens_to_grid(p, grid), size) for p in per_layer])
+    """Per-layer token values [(B, N, C)] -> upsampled maps stacked (L, B, C, H, W)."""
+    return torch.stack([upsample(tokens_to_grid(p, grid), size, align_corners) for p in per_layer])
+
+
+def class_maps(
+    per_layer_logits: Sequence[Tensor],
+    grid: tuple[int, int],
+    size: int | tuple[int, int],
+    order: MapOrder = "softmax_upsample",
+    align_corners: bool = False,
+) -> Tensor:
+    """Per-layer class logits [(B, N, C)] -> class probability maps (L, B, C, H, W).
+
+    "softmax_upsample": softmax on the patch grid, then the probabilities upsampled (MLA-LP's
+    Eq. 9-10); "upsample_softmax": the logits upsampled, then the softmax per pixel (the MVFA
+    and MadCLIP references; MadCLIP's M = Softmax(Interpolate(S)))."""
+    if order == "softmax_upsample":
+        return layer_maps([x.softmax(-1) for x in per_layer_logits], grid, size, align_corners)
+    if order == "upsample_softmax":
+        return layer_maps(per_layer_logits, grid, size, align_corners).softmax(dim=2)
+    raise ValueError(f"unknown map order {order!r}")
 
 
 def gaussian_smooth(maps: Tensor, sigma: float) -> Tensor:

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from anomed.data.datasets import SupportSet
@@ -50,3 +51,16 @@ def test_winclip_plus_adds_references_and_round_trips(tiny_backbone, tmp_path):
     loaded, _ = load_checkpoint(tmp_path)
     images = torch.rand(1, 3, 112, 112)
     torch.testing.assert_close(loaded(images).anomaly_map, method(images).anomaly_map)
+
+
+@pytest.mark.parametrize("preset", ["anomed", "reference"])
+def test_winclip_image_score_depends_on_the_image(tiny_backbone, preset):
+    from anomed.methods import create_method
+
+    method = create_method("winclip", tiny_backbone, {}, preset)
+    method.class_name = "brain"
+    images = torch.rand(3, 3, 112, 112)
+    images[1] = 0.0
+    with torch.no_grad():
+        score = method(images).image_score
+    assert float(score.max() - score.min()) > 1e-4  # was a constant 0.5: the pass stopped early

@@ -36,11 +36,15 @@ def test_dual_contrast_by_hand(tiny_backbone):
 
 
 def test_sigmoid_loss_labels_by_hand(tiny_backbone):
-    method = create_method("madclip", tiny_backbone, {})
+    pooled = {"image_loss_input": "mean_logit", "image_loss_channels": "mean"}
+    method = create_method("madclip", tiny_backbone, pooled)
     logits = torch.tensor([[2.0, -1.0]])  # [normal, abnormal] of one abnormal image (y = +1)
     loss = method.image_loss(logits, torch.tensor([1]))
     expected = -(np.log(1 / (1 + np.exp(2.0))) + np.log(1 / (1 + np.exp(1.0)))) / 2
     assert abs(float(loss) - expected) < 1e-5
+    # the default (the reference's): per patch, summed over the two channels
+    reference = create_method("madclip", tiny_backbone, {}).image_loss(logits, torch.tensor([1]))
+    assert abs(float(reference) - 2 * expected) < 1e-5
     torch.testing.assert_close(loss, sigmoid_image_text_loss(logits, torch.tensor([[0.0, 1.0]])))
 
 
@@ -80,7 +84,7 @@ def test_every_ablation_switch_trains_and_scores(tiny_backbone, switch):
     assert torch.isfinite(losses["loss"]) and float(losses["seg"]) > 0
     trained = [n for n, p in method.named_parameters() if p.grad is not None]
     assert trained and not any(n.startswith("backbone.") for n in trained)
-    method.validation_items(_support(), seed=0)
+    method.setup([_support()], "brain", validation=_support())
     method.prepare()
     with torch.no_grad():
         out = method(batch["image"])

@@ -28,10 +28,8 @@ def _support(n_normal=2, n_abnormal=2, size=112, masks=True):
 def trained(request, tiny_backbone):
     method = create_method(request.param, tiny_backbone, {"coreset": None})
     support = _support()
-    method.support = support
-    method.class_name = "brain"
+    method.setup([support], "brain", validation=support, target=support)
     ds = method.train_dataset([support], seed=0)
-    method.validation_items(support, seed=0)
     opt = method.configure_optimizer()
     batch = collate([ds[i] for i in range(0, len(ds), 5)])
     loss = method.training_step(batch)["loss"]
@@ -90,7 +88,7 @@ def test_checkpoint_keeps_memory_bank(trained, tmp_path):
 def test_classification_only_dataset_scores_from_detection(tiny_backbone):
     method = create_method("mvfa", tiny_backbone, {})
     support = _support(masks=False)
-    method.support, method.class_name = support, "chest"
+    method.setup([support], "chest", target=support)
     ds = method.train_dataset([support], seed=0)
     assert not bool(method.seg_task)
     assert not any(ds[i]["has_mask"] for i in range(len(ds)) if ds[i]["label"] == 1)
@@ -105,3 +103,31 @@ def test_bce_on_probabilities_by_hand(tiny_backbone):
     y = torch.tensor([1.0, 0.0])
     expected = -(np.log(0.8) + np.log(0.7)) / 2
     assert abs(float(binary_cross_entropy(p, y)) - expected) < 1e-5
+
+
+def test_test_normalization_min_maxes_each_component_before_the_fusion(tiny_backbone):
+    method = create_method("mvfa", tiny_backbone, {"normalization": "test"})
+    text = np.array([[[0.0, 4.0]], [[2.0, 2.0]]], np.float32)  # (N, 1, 2) maps, range 0-4
+    bank = np.array([[[0.5, 0.0]], [[0.25, 0.25]]], np.float32)  # range 0-0.5
+    parts = {"text_map": text, "bank_map": bank, "text_det": np.zeros(2), "bank_det": np.zeros(2)}
+    maps, scores = method.finalize_test(text, np.zeros(2), parts)
+    expected = 0.5 * text / 4 + 0.5 * bank / 0.5
+    np.testing.assert_allclose(maps, expected, atol=1e-6)
+    np.testing.assert_allclose(scores, expected.reshape(2, -1).max(1), atol=1e-6)
+    fused_first = 0.5 * text + 0.5 * bank  # the old, wrong order
+    fused_first = (fused_first - fused_first.min()) / (fused_first.max() - fused_first.min())
+    assert np.abs(fused_first - maps).max() > 0.1
+
+
+def test_seg_adapters_stay_frozen_on_image_level_datasets_as_the_reference(tiny_backbone):
+    method = create_method("mvfa", tiny_backbone, {}, "reference")
+    support = _support(masks=False)
+    method.setup([support], "chest", target=support)
+    frozen = {id(p) for p in method.adapters.seg_branches.parameters()}
+    stepped = {id(p) for g in method.configure_optimizer().param_groups for p in g["params"]}
+    assert stepped and not (stepped & frozen)
+    trained = create_method("mvfa", tiny_backbone, {"seg_adapters_without_masks": "train"})
+    trained.setup([support], "chest", target=support)
+    seg = {id(p) for p in trained.adapters.seg_branches.parameters()}
+    stepped = {id(p) for g in trained.configure_optimizer().param_groups for p in g["params"]}
+    assert seg <= stepped

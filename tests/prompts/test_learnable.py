@@ -1,6 +1,6 @@
 import torch
 
-from anomed.prompts import PromptLearner, PromptSet, class_means
+from anomed.prompts import PromptLearner, PromptSet, TextCache, class_means
 
 
 def _learner(backbone, **kw):
@@ -9,14 +9,14 @@ def _learner(backbone, **kw):
 
 
 def test_class_features_are_unit_vectors(tiny_backbone):
-    feats = _learner(tiny_backbone)()
+    feats = _learner(tiny_backbone)(tiny_backbone)
     assert feats.shape == (2, tiny_backbone.embed_dim)
     torch.testing.assert_close(feats.norm(dim=-1), torch.ones(2))
 
 
 def test_only_context_vectors_get_gradients(tiny_backbone):
     learner = _learner(tiny_backbone)
-    learner().sum().backward()
+    learner(tiny_backbone).sum().backward()
     assert [n for n, p in learner.named_parameters() if p.requires_grad] == ["ctx"]
     assert learner.ctx.grad is not None and learner.ctx.grad.abs().sum() > 0
     assert all(p.grad is None for p in tiny_backbone.parameters())
@@ -25,7 +25,7 @@ def test_only_context_vectors_get_gradients(tiny_backbone):
 
 def test_class_specific_contexts_are_independent(tiny_backbone):
     learner = _learner(tiny_backbone)
-    learner()[0].sum().backward()  # the normal class only
+    learner(tiny_backbone)[0].sum().backward()  # the normal class only
     assert learner.ctx.grad[0].abs().sum() > 0
     assert learner.ctx.grad[1].abs().sum() == 0
 
@@ -50,9 +50,10 @@ def test_render_places_the_word():
 def test_context_bias_gives_per_image_features(tiny_backbone):
     learner = _learner(tiny_backbone)
     bias = torch.randn(3, tiny_backbone.text_width)
-    feats = learner(bias)
+    feats = learner(tiny_backbone, ctx_bias=bias)
     assert feats.shape == (3, 2, tiny_backbone.embed_dim)
-    torch.testing.assert_close(learner(torch.zeros(1, tiny_backbone.text_width))[0], learner())
+    zero = torch.zeros(1, tiny_backbone.text_width)
+    torch.testing.assert_close(learner(tiny_backbone, ctx_bias=zero)[0], learner(tiny_backbone))
 
 
 def test_class_means_by_hand():
@@ -64,31 +65,47 @@ def test_class_means_by_hand():
 
 def test_inference_reuses_class_features_until_the_context_changes(tiny_backbone):
     learner = PromptLearner(tiny_backbone, PromptSet((("normal",), ("tumor",)), n_ctx=4))
+    cache = TextCache()
+
+    def text():
+        return cache.learnt("class", learner.parameters(), lambda: learner(tiny_backbone))
+
     with torch.no_grad():
-        first = learner()
-        assert learner() is first  # memoised: no text-tower pass per batch at inference
+        first = text()
+        assert text() is first  # memoised: no text-tower pass per batch at inference
     optimizer = torch.optim.SGD(learner.parameters(), lr=1.0)
-    learner().sum().backward()  # with gradients: always a fresh graph
+    text().sum().backward()  # with gradients: always a fresh graph
     optimizer.step()
     with torch.no_grad():
-        stepped = learner()
+        stepped = text()
     assert stepped is not first and not torch.allclose(stepped, first)
     learner.load_state_dict({"ctx": torch.zeros_like(learner.ctx)})
     with torch.no_grad():
-        loaded = learner()
-    assert not torch.allclose(loaded, stepped)
-    torch.testing.assert_close(loaded, learner._encode(None))
+        loaded = text()
+        assert not torch.allclose(loaded, stepped)
+        torch.testing.assert_close(loaded, learner(tiny_backbone))
 
 
 def test_memo_is_dropped_after_any_optimizer_step_even_fused(tiny_backbone):
-    from anomed.prompts import prompts_stepped
+    from anomed.methods import create_method
 
-    learner = PromptLearner(tiny_backbone, PromptSet((("normal",), ("tumor",)), n_ctx=4))
-    optimizer = torch.optim.Adam(learner.parameters(), lr=0.1, fused=True)  # no _version bump
+    method = create_method("mediclip", tiny_backbone, {"n_ctx": 4})
+    optimizer = torch.optim.Adam(method.prompts.parameters(), lr=0.1, fused=True)  # no _version
     with torch.no_grad():
-        before = learner()
-    learner().sum().backward()
+        before = method.class_text()
+    method.class_text().sum().backward()
     optimizer.step()
-    prompts_stepped()  # what the training loop does after every step
+    method.on_optimizer_step()  # what the training loop does after every step
     with torch.no_grad():
-        assert not torch.allclose(learner(), before)
+        assert not torch.allclose(method.class_text(), before)
+
+
+def test_learner_keeps_no_backbone_and_borrowed_context_stays_outside(tiny_backbone):
+    learner = _learner(tiny_backbone)
+    assert not any(isinstance(m, type(tiny_backbone)) for m in learner.modules())
+    borrowed = PromptLearner(
+        tiny_backbone, PromptSet((("normal",), ("tumor",)), n_ctx=4), own_context=False
+    )
+    assert list(borrowed.state_dict()) == [] and list(borrowed.parameters()) == []
+    ctx = torch.zeros(borrowed.context_shape)
+    assert borrowed(tiny_backbone, ctx=ctx).shape == (2, tiny_backbone.embed_dim)

@@ -165,3 +165,27 @@ def test_blob_is_not_just_the_convex_hull():
         solidity.append(blob.sum() / hull.sum())
     assert max(solidity) < 0.99  # every blob has concavities the hull fills
     assert np.mean(solidity) < 0.96
+
+
+def test_reference_canvas_placement_sits_up_and_left():
+    from anomed.synthesis.sas import place_on_canvas
+
+    blob = np.ones((10, 30), bool)  # h 10, w 30: a 30 x 30 canvas with the blob at its top
+    out = place_on_canvas(blob, (50, 50), (100, 100))
+    rows, cols = np.nonzero(out)
+    assert out.sum() == blob.sum()
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (35, 44, 35, 64)
+    edge = place_on_canvas(blob, (98, 98), (100, 100))  # shifted back inside, one pixel short
+    rows, cols = np.nonzero(edge)
+    assert cols.max() == 98 and rows.max() < 99
+
+
+def test_reference_gamma_edges_count_the_image_border_as_inside():
+    from anomed.synthesis.sas import gamma_map
+
+    mask = np.zeros((10, 10), bool)
+    mask[:, :5] = True  # touches the left border
+    ours, ref = gamma_map(mask, 2.0), gamma_map(mask, 2.0, edges="reference")
+    assert ours[5, 0] == 1.0  # the border is outside: no change there
+    assert ref[5, 0] == ref.max() > 2.9  # deepest at the border (d = 5 = max d)
+    assert ref[5, 4] == 1.0 and np.all(ref[~mask] == 1.0)  # inner boundary and outside

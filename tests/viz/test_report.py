@@ -148,7 +148,7 @@ def test_published_mediclip_rows_beside_ours(bench):
     assert "winclip | *published" not in tables["image_auroc"]  # nothing stored for WinCLIP
     assert published_value("mvfa", "brain", 4, "pixel_auroc") == pytest.approx(97.30)
     assert published_value("mvfa", "liver", 0, "image_auroc") == pytest.approx(76.24)
-    assert published_value("madclip", "brain", 16, "image_auroc") is None  # average only
+    assert published_value("madclip", "brain", 16, "image_auroc") == pytest.approx(95.9)
 
 
 def test_no_published_figures_beside_a_phantom(tmp_path):

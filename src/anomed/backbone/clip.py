@@ -177,7 +177,10 @@ class FrozenCLIP(nn.Module):
         self.eval()
 
     @staticmethod
-    def _norm_stats(model: nn.Module, preset: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    def _norm_stats(
+        model: nn.Module, preset: str | None
+    ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        preset = preset or "clip"  # an unresolved run-level default means the model's own
         if preset not in PREPROCESS_PRESETS:
             raise AnomedError(
                 f"unknown preprocess preset {preset!r}; known: {list(PREPROCESS_PRESETS)}"
@@ -282,6 +285,11 @@ class FrozenCLIP(nn.Module):
         pooled, _ = self.visual._pool(x)
         return pooled @ self.visual.proj if self.visual.proj is not None else pooled
 
+    def post_norm(self, tokens: Tensor) -> Tensor:
+        """The vision tower's final LayerNorm (ln_post) on tokens (B, L, C), not projected: the
+        patch tokens open_clip returns beside the pooled embedding."""
+        return self.visual.ln_post(tokens)
+
     def project_tokens(self, tokens: Tensor) -> Tensor:
         """Map tokens (B, L, C) into the joint space the way CLS is (ln_post, proj)."""
         out = self.visual.ln_post(tokens)
@@ -316,18 +324,25 @@ class FrozenCLIP(nn.Module):
         return self.text_tower.token_embedding(token_ids.to(self.pixel_mean.device))
 
     def encode_text_embeddings(
-        self, embeddings: Tensor, token_ids: Tensor, length: int | None = None
+        self,
+        embeddings: Tensor,
+        token_ids: Tensor,
+        length: int | None = None,
+        causal: bool = True,
     ) -> Tensor:
         """Encode prompts given as embeddings (T, L, W); `token_ids` (T, L) locate end-of-text.
 
-        This is what lets learnable context vectors be spliced in between frozen words. Attention
-        is causal, so the padding after the last end-of-text token is cut off (`length`: that
-        position + 1, given by callers that know it, which saves a device sync): the features
-        are the same to float rounding, and prompts of a few dozen tokens cost a fraction of 77.
+        This is what lets learnable context vectors be spliced in between frozen words. With the
+        causal mask (CLIP's own text pass), the padding after the last end-of-text token cannot
+        reach it and is cut off (`length`: that position + 1, given by callers that know it,
+        which saves a device sync): the features are the same to float rounding, and prompts of
+        a few dozen tokens cost a fraction of 77. `causal=False` drops the mask, so every token,
+        padding included, attends to every other: how the MediCLIP and MadCLIP references encode
+        learnable prompts (their text encoder calls the transformer without `attn_mask`).
         """
         t = self.text_tower
         eot = token_ids.to(embeddings.device).argmax(dim=-1)  # the EOT token has the largest id
-        causal = t.attn_mask is not None  # without a causal mask every token counts
+        causal = causal and t.attn_mask is not None  # a model without the mask is never causal
         if not causal:
             length = embeddings.shape[1]
         elif length is None:

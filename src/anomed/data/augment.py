@@ -91,6 +91,17 @@ def jitter(image: np.ndarray, mask: np.ndarray, brightness: float, contrast: flo
     return out.astype(np.float32), mask.copy()
 
 
+def column_jitter(image: np.ndarray, mask: np.ndarray, brightness: float, contrast: float) -> View:
+    """The MadCLIP reference's colour jitter: x <- b x, then x <- m + c (x - m) and one clip to
+    [0, 1] at the end, where m is its mean over the channels and rows of each column (it takes
+    the mean over dims 1 and 2 of a (B, C, H, W) batch). The mask is unchanged."""
+    image, mask = _check(image, mask)
+    out = image * brightness
+    mean = out.mean(axis=(0, 2), keepdims=True) if out.ndim == 3 else out.mean(0, keepdims=True)
+    out = np.clip(mean + contrast * (out - mean), 0.0, 1.0)
+    return out.astype(np.float32), mask.copy()
+
+
 def mvfa_views(image: np.ndarray, mask: np.ndarray, shift: float = 0.1) -> list[View]:
     """The 11 views of MVFA, in this order: the original; rotations by -π/8, -π/16, +π/16, +π/8;
     diagonal shifts by `shift` of the width and height, (+,+), (-,+), (-,-), (+,-) in (x, y);
@@ -106,14 +117,23 @@ def mvfa_views(image: np.ndarray, mask: np.ndarray, shift: float = 0.1) -> list[
     return views
 
 
-def madclip_views(image: np.ndarray, mask: np.ndarray, shift: float = 0.1) -> list[View]:
+def madclip_views(
+    image: np.ndarray,
+    mask: np.ndarray,
+    shift: float = 0.1,
+    brightness: float = MADCLIP_BRIGHTNESS,
+    contrast: float = MADCLIP_CONTRAST,
+    jitter_kind: str = "fixed",
+) -> list[View]:
     """The 16 views of MadCLIP: MVFA's 11 (`mvfa_views`), centre zooms by 1.1, 1.15, 1.2 and
-    1.3, and one photometric view, brightness x1.2 then contrast x0.8 (`jitter`; mask unchanged).
+    1.3, and one photometric view (mask unchanged).
 
-    The paper lists "brightness/contrast ±0.2" without a count; one view with one factor of each
-    at the edge of that range makes 11 + 4 + 1 = 16 without randomness."""
+    jitter_kind "fixed": brightness x1.2 then contrast x0.8 about the image mean (`jitter`), the
+    edge of the paper's "brightness/contrast ±0.2"; "reference": the reference's `column_jitter`
+    with the given factors (the reference draws them once per run, uniform in [0.8, 1.2])."""
     image, mask = _check(image, mask)
     views = mvfa_views(image, mask, shift)
     views += [zoom(image, mask, f) for f in MADCLIP_ZOOMS]
-    views.append(jitter(image, mask, MADCLIP_BRIGHTNESS, MADCLIP_CONTRAST))
+    make = column_jitter if jitter_kind == "reference" else jitter
+    views.append(make(image, mask, brightness, contrast))
     return views

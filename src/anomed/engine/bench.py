@@ -81,7 +81,7 @@ class BenchConfig:
     # supervised methods on normal-only pools: move seeded abnormal test images into the pool
     # for their shots (their test sets shrink; results.csv says so per row)
     abnormal_from_test: bool = True
-    select: Literal["val", "last", "test-leak"] = "val"
+    select: Literal["val", "last", "test-leak"] | None = None  # None: the preset's choice
     batch_size: Positive | None = None
     output: str = "runs/bench"
 

@@ -176,7 +176,7 @@ def load_checkpoint(
                 "version?). Fix: retrain with this installation."
             )
     try:
-        method = create_method(info.run.method, backbone, info.run.method_args)
+        method = create_method(info.run.method, backbone, info.run.method_args, info.run.preset)
     except AnomedError as exc:
         raise AnomedError(f"{directory / CONFIG}: {exc}") from exc
     method.set_class_name(info.class_name)

@@ -38,54 +38,45 @@ def run_batches(
     total: int | None = None,
     desc: str = "eval",
 ) -> EvalResult:
-    """Score every batch; collect maps as float16 and compute the metrics."""
+    """Score every batch; collect maps as float16; let the method finalise the outputs of the
+    whole set (`finalize_test`, e.g. a min-max over it) and compute the metrics."""
     method.eval()
-    acc = MetricAccumulator(map_dtype=np.float16)
     labels, scores, maps, masks, has = [], [], [], [], []
+    parts: dict[str, list[np.ndarray]] = {}
     for batch in tqdm(batches, total=total, desc=desc, disable=not progress, unit="batch"):
         with autocast(device, amp):
             if "image" in batch:
                 out = method(batch["image"].to(device))
             else:  # frozen features cached by the training loop (engine.cache)
                 out = method.forward_features(batch, batch["mask"].shape[-2:])
-        amap = out.anomaly_map.float().cpu().numpy()
-        score = out.image_score.float().cpu().numpy()
-        acc.update(batch["label"], score, batch["mask"], amap, batch["has_mask"])
+        for key, value in (out.parts or {}).items():  # float32: set-wide min-max needs it
+            parts.setdefault(key, []).append(value.float().cpu().numpy())
         labels.append(batch["label"].numpy())
-        scores.append(score)
-        maps.append(amap.astype(np.float16))
+        scores.append(out.image_score.float().cpu().numpy())
+        maps.append(out.anomaly_map.float().cpu().numpy().astype(np.float16))
         masks.append(batch["mask"].numpy() > 0.5)
         has.append(batch["has_mask"].numpy())
+    final_maps, final_scores = method.finalize_test(
+        np.concatenate(maps),
+        np.concatenate(scores),
+        {key: np.concatenate(values) for key, values in parts.items()},
+    )
     result = EvalResult(
-        metrics=acc.compute(),
+        metrics={},
         labels=np.concatenate(labels),
-        scores=np.concatenate(scores),
-        maps=np.concatenate(maps),
+        scores=np.asarray(final_scores, dtype=np.float32),
+        maps=np.asarray(final_maps).astype(np.float16),
         masks=np.concatenate(masks),
         has_mask=np.concatenate(has),
     )
-    if getattr(method.cfg, "normalization", "val") == "paper":
-        result = paper_normalized(result)
+    result.metrics = _metrics(result)
     return result
 
 
-def paper_normalized(result: EvalResult) -> EvalResult:
-    """The reference implementations' min-max over the whole test set (opt-in, see MVFA).
-
-    Each image's score then depends on every other test image, so it is reported only as a
-    way to compare with published tables, never used for decisions.
-    """
-
-    def minmax(x: np.ndarray) -> np.ndarray:
-        x = x.astype(np.float32)
-        return (x - x.min()) / max(float(x.max() - x.min()), 1e-12)
-
-    maps, scores = minmax(result.maps), minmax(result.scores)
+def _metrics(result: EvalResult) -> dict[str, float | None]:
     acc = MetricAccumulator(map_dtype=np.float16)
-    acc.update(result.labels, scores, result.masks, maps, result.has_mask)
-    return EvalResult(
-        acc.compute(), result.labels, scores, maps.astype(np.float16), result.masks, result.has_mask
-    )
+    acc.update(result.labels, result.scores, result.masks, result.maps, result.has_mask)
+    return acc.compute()
 
 
 def evaluate_dataset(

@@ -11,12 +11,12 @@ from tqdm.auto import tqdm
 
 from anomed.config import RunConfig
 from anomed.data.layouts import detect_layout
+from anomed.data.phantoms import is_phantom_dataset
 from anomed.engine.run import eval_run, train_run
 from anomed.errors import AnomedError
+from anomed.methods.base import METHODS
 from anomed.metrics import format_metrics_table
 from anomed.published import published_label, published_metrics
-
-ZERO_SHOT_LR = 1e-4  # MVFA's zero-shot learning rate
 
 
 def list_datasets(parent: str | Path) -> list[Path]:
@@ -53,12 +53,13 @@ def zero_shot_leave_one_out(
         )
     out = Path(cfg.output_dir)
     rows: dict[str, dict[str, float | None]] = {}
-    published: dict[str, str] = {}  # dataset folder -> class name
+    published: dict[str, str] = {}  # dataset folder -> class name (real datasets only)
     for target in datasets:
         run = copy.deepcopy(cfg)
         run.data.root, run.data.k, run.data.k_abnormal = str(target), 0, 0
         run.data.train_roots = [str(d) for d in datasets if d != target]
-        run.method_args.setdefault("lr", ZERO_SHOT_LR)
+        for key, value in METHODS.get(cfg.method).zero_shot_args.items():
+            run.method_args.setdefault(key, value)
         run.output_dir = str(out / target.name)
         log(
             f"zero-shot: held out {target.name}, training on "
@@ -67,14 +68,15 @@ def zero_shot_leave_one_out(
         art = train_run(run, progress=progress, log=log)
         result, _ = eval_run(art.output_dir, progress=progress)
         rows[target.name] = result.metrics
-        published[target.name] = art.info.class_name
+        if not is_phantom_dataset(target):
+            published[target.name] = art.info.class_name
     weights = cfg.backbone.pretrained or "random-init backbone"
     table = format_metrics_table(
         {
             **{f"{name} (ours, {cfg.backbone.model}, {weights})": m for name, m in rows.items()},
             **_published_rows(cfg.method, published),
         },
-        index_name=f"{cfg.method} zero-shot (held out)",
+        index_name=f"{cfg.method} [preset {cfg.preset}] zero-shot (held out)",
     )
     out.mkdir(parents=True, exist_ok=True)
     (out / "zero_shot.md").write_text(table + "\n")
@@ -86,8 +88,8 @@ def zero_shot_leave_one_out(
 def _published_rows(method: str, class_names: dict[str, str]) -> dict[str, dict]:
     """The paper's zero-shot figures for the held-out classes it reports (on real data)."""
     rows = {}
-    for class_name in class_names.values():
-        metrics = published_metrics(method, "zero-shot", class_name)
+    for dataset, class_name in class_names.items():
+        metrics = published_metrics(method, "zero-shot", class_name, dataset)
         if metrics is not None:
             rows[published_label(method, "zero-shot", class_name)] = metrics
     return rows

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from anomed.data.datasets import SupportSet, load_sample
+from anomed.data.phantoms import is_phantom_dataset
 from anomed.data.sample import DatasetSplits
 from anomed.engine.checkpoint import CheckpointInfo
 from anomed.engine.evaluate import EvalResult
@@ -124,8 +125,8 @@ def write_eval_report(
         payload.update(decision_metrics(result.labels, result.scores, 0.5, "0.5"))
     write_json(out / "metrics.json", payload)
     rows = {label: result.metrics}
-    if not info.run.data.train_roots:
-        rows.update(published_rows(info.run.method, k, info.class_name))
+    if not info.run.data.train_roots and not is_phantom_dataset(splits.root):
+        rows.update(published_rows(info.run.method, k, info.class_name, splits.name))
     text = format_metrics_table(rows) + "\n\n" + _decisions_text(payload, probabilities) + "\n"
     write_text(out / "metrics.md", text)
     write_text(out / "scores.csv", _scores_csv(result, splits, cal.threshold))

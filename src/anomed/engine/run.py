@@ -44,7 +44,13 @@ from anomed.engine.evaluate import (
 from anomed.engine.reports import describe_run, write_eval_report
 from anomed.engine.train import FitResult, fit, resolve_schedule
 from anomed.errors import AnomedError
-from anomed.methods.base import METHODS, AnomalyMethod, create_method, method_config_dict
+from anomed.methods.base import (
+    METHODS,
+    AnomalyMethod,
+    create_method,
+    method_config_dict,
+    run_defaults,
+)
 from anomed.outputs import check_output_dir, staged_dir, write_json
 
 Log = Callable[[str], None]
@@ -82,7 +88,7 @@ def validate_run_config(cfg: RunConfig) -> RunConfig:
     METHODS.get(cfg.method)
     if cfg.data.layout != "auto":
         LAYOUTS.get(cfg.data.layout)
-    method_config_dict(cfg.method, cfg.method_args)
+    method_config_dict(cfg.method, cfg.method_args, cfg.preset)
     if METHODS.get(cfg.method).needs_shots and cfg.data.k < 1 and not cfg.data.train_roots:
         raise AnomedError(
             f"data.k: {cfg.method} needs at least one normal shot (k >= 1). Fix: pass --k 1 or "
@@ -92,6 +98,18 @@ def validate_run_config(cfg: RunConfig) -> RunConfig:
         raise AnomedError(
             "no dataset given. Fix: pass --data PATH (e.g. a folder made by `anomed data phantom`)"
         )
+    return cfg
+
+
+def resolve_preset(cfg: RunConfig) -> RunConfig:
+    """Fill the run-level fields left unset (None) with the preset's choice for the method
+    (`AnomalyMethod.presets`), in place; the saved config.yaml then records what was used.
+    The method's own options are resolved when it is built (explicit method_args win)."""
+    for key, value in run_defaults(cfg.method, cfg.preset).items():
+        section, name = key.split(".")
+        part = getattr(cfg, section)
+        if getattr(part, name) is None:
+            setattr(part, name, value)
     return cfg
 
 
@@ -168,6 +186,7 @@ def class_name_of(splits: DatasetSplits, override: str = "") -> str:
 def prepare_run(cfg: RunConfig, overwrite: bool = False, log: Log = tqdm.write) -> PreparedRun:
     """Check everything that can be checked before training; read the data; draw the shots."""
     validate_run_config(cfg)
+    resolve_preset(cfg)  # in place: the run's own copy (train_run), saved as resolved
     output = cfg.output_dir or default_output_dir(cfg)
     keep = [cfg.data.shots_file] if cfg.data.shots_file else []
     inputs = [cfg.data.root, *cfg.data.train_roots]
@@ -202,7 +221,7 @@ def build_method(cfg: RunConfig, device: torch.device) -> AnomalyMethod:
     """The backbone and the method on it, initialised from `train.seed`."""
     backbone = load_backbone(cfg.backbone, device)
     torch.manual_seed(cfg.train.seed)
-    method = create_method(cfg.method, backbone, cfg.method_args).to(device)
+    method = create_method(cfg.method, backbone, cfg.method_args, cfg.preset).to(device)
     if cfg.train.compile:
         backbone.compile_blocks()
     return method
@@ -229,6 +248,7 @@ def train_run(
         run.class_name,
         validation,
         target=None if cfg.data.train_roots else supports[0],
+        seed=cfg.train.seed,
     )
     log(describe_run(cfg, run, supports, size, device))
     train_set = method.train_dataset(supports, seed=cfg.train.seed)

@@ -169,7 +169,8 @@ def adaptation_time(
     """
     size, labelled = method.backbone.image_size, not method.normal_only
     support = _random_support(cfg.k, size, labelled=labelled)
-    method.setup([support], support.clsname, target=support)
+    validation = _random_support(4, size, 1, labelled)
+    method.setup([support], support.clsname, validation, target=support)
     epochs, batch = resolve_schedule(method, cfg.epochs, cfg.adapt_batch_size, 2 * cfg.k)
     train_cfg = TrainConfig(
         amp=precision == "bf16", cache_features=cache, num_workers=cfg.num_workers
@@ -177,7 +178,7 @@ def adaptation_time(
     with PeakMemory(device) as memory:
         start = time.perf_counter()
         train_set = method.train_dataset([support], seed=0)
-        val_items = method.validation_items(_random_support(4, size, 1, labelled), seed=0)
+        val_items = method.validation_items(validation, seed=0)
         result = fit(
             method,
             train_set,

@@ -19,7 +19,6 @@ from anomed.engine.device import autocast, to_device
 from anomed.engine.evaluate import EvalResult, evaluate_items, run_batches
 from anomed.errors import AnomedError
 from anomed.methods.base import AnomalyMethod
-from anomed.prompts import prompts_stepped
 
 
 @dataclass
@@ -76,7 +75,7 @@ def train_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        prompts_stepped()  # inference memos of class text are stale now
+        method.on_optimizer_step()  # e.g. memoised class text is stale now
         if scheduler is not None:
             scheduler.step()
         total += loss.detach().float()
@@ -192,15 +191,16 @@ def _selection_mode(
     test_eval: Callable[[], EvalResult] | None,
     log: Callable[[str], None],
 ) -> str:
-    if cfg.select == "test-leak" and test_eval is None:
+    select = cfg.select or "val"  # an unresolved preset default (runs resolve it first)
+    if select == "test-leak" and test_eval is None:
         raise AnomedError("--select test-leak needs a test set to peek at")
-    if cfg.select == "val" and not val_items:
+    if select == "val" and not val_items:
         log(
             "no validation images left in the training pool (k uses them all): keeping the "
             "last epoch instead of selecting on validation"
         )
         return "last"
-    return cfg.select
+    return select
 
 
 def _format_row(row: dict) -> str:

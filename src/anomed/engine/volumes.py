@@ -20,6 +20,7 @@ from PIL import Image
 
 from anomed.data.datasets import resize_image
 from anomed.data.io import MIN_SIDE
+from anomed.data.phantoms import is_phantom_dataset
 from anomed.data.phantoms.brain import write_atomically
 from anomed.data.phantoms.heads import SEQUENCES, VolumeCase, load_phantom_cases
 from anomed.data.volumes import (
@@ -91,8 +92,9 @@ def export_slices(
         for split, cases in (("train", train), ("test", test)):
             for case in cases:
                 _write_case(tmp, case, sequence, view, split)
+        origin = " (anomed phantom volumes)" if is_phantom_dataset(cases_root) else ""
         (tmp / "README.txt").write_text(
-            f"{sequence} {view} slices of {Path(cases_root).name}; train cases "
+            f"{sequence} {view} slices of {Path(cases_root).name}{origin}; train cases "
             f"{[c.name for c in train]}, test cases {[c.name for c in test]}\n"
         )
         return Path(output)
@@ -128,6 +130,9 @@ def cross_protocol(
                 f"image AUROC {_pct(metrics['image_auroc'])}"
             )
     tables = "\n\n".join(protocol_table(results, key) for key in ("pixel_auroc", "image_auroc"))
+    tables = f"{_label_of(checkpoint)}\n\n{tables}"
+    published = published_protocol_table(_method_of(checkpoint), cases_root)
+    tables += f"\n\n{published}" if published else ""
     (output / "cross_protocol.md").write_text(tables + "\n")
     (output / "cross_protocol.json").write_text(json.dumps(results, indent=1))
     log(tables)
@@ -156,6 +161,51 @@ def _current_slices(cases_root: str | Path, sequence: str, view: str, data: Path
         record.unlink(missing_ok=True)
         export_slices(cases_root, sequence, view, data, overwrite=True)
         write_json(record, source)
+
+
+def _label_of(checkpoint: str | Path) -> str:
+    """Which run the tables come from: method, preset, backbone (random-init said so)."""
+    from anomed.engine.checkpoint import read_checkpoint_info
+
+    try:
+        run = read_checkpoint_info(checkpoint).run
+    except AnomedError:
+        return f"checkpoint {checkpoint}"
+    weights = run.backbone.pretrained or "random-init backbone"
+    return f"{run.method} [preset {run.preset}] / {run.backbone.model} ({weights}), {checkpoint}"
+
+
+def _method_of(checkpoint: str | Path) -> str:
+    from anomed.engine.checkpoint import read_checkpoint_info
+
+    try:
+        return read_checkpoint_info(checkpoint).run.method
+    except AnomedError:
+        return ""
+
+
+def published_protocol_table(method: str, cases_root: str | Path) -> str:
+    """The paper's own sequence x view table (CondPrompt's poster) for `method`, labelled;
+    "" for other methods and beside phantom volumes."""
+    from anomed.published import PUBLISHED, published_cross_sequence
+
+    table = published_cross_sequence(method)
+    if table is None or is_phantom_dataset(cases_root):
+        return ""
+    ref = PUBLISHED[method]
+    views = list(next(iter(table.values())))
+    lines = [
+        f"published {method} ({ref['citation']}; {ref['backbone']}, trained on T1 axial): "
+        "pixel AUROC %",
+        "",
+        "| pixel_auroc | " + " | ".join(views) + " |",
+        "|---|" + "---:|" * len(views),
+    ]
+    lines += [
+        f"| {seq} | " + " | ".join(f"{row[v]:.2f}" for v in views) + " |"
+        for seq, row in table.items()
+    ]
+    return "\n".join(lines)
 
 
 def _pct(value: float | None) -> str:

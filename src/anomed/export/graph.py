@@ -106,7 +106,7 @@ def _identity(images: Tensor) -> Tensor:
 
 
 def _mediclip(graph: ExportGraph, m) -> None:
-    graph.method.prompts = _Constant(m.prompts())  # learnt class prompts -> (2, D)
+    m.class_text = graph.constant("class_text", m.class_text())  # learnt prompts -> (2, D)
 
 
 def _labelled(graph: ExportGraph, m) -> None:
@@ -153,17 +153,6 @@ RECIPES: dict[str, Callable[[ExportGraph, AnomalyMethod], None]] = {
 NOT_EXPORTABLE: dict[str, str] = {}
 
 
-class _Constant(nn.Module):
-    """A module that ignores its arguments and returns a fixed tensor (folded prompts)."""
-
-    def __init__(self, value: Tensor) -> None:
-        super().__init__()
-        self.value = nn.Parameter(value.detach().float().clone(), requires_grad=False)
-
-    def forward(self, *args: object) -> Tensor:
-        return self.value
-
-
 def check_exportable(method: AnomalyMethod) -> None:
     """Raise the one-line reason why `method` cannot be exported, if it cannot."""
     name = method.name
@@ -174,9 +163,9 @@ def check_exportable(method: AnomalyMethod) -> None:
             f"{name}: no ONNX export recipe (what to fold into constants is not known for this "
             f"method). Exportable: {', '.join(sorted(RECIPES))}."
         )
-    if getattr(method.cfg, "normalization", "val") == "paper":
+    if getattr(method.cfg, "normalization", "val") in ("test", "paper"):
         raise AnomedError(
-            f"{name}: cannot be exported to ONNX with normalization=paper: its scores are "
+            f"{name}: cannot be exported to ONNX with normalization=test: its scores are "
             "min-max normalised over the whole test set, so one image's score is not a function "
             "of that image. Fix: retrain with the default normalization (val)."
         )

@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Annotated, Any, ClassVar, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
@@ -20,6 +21,7 @@ from anomed.data.datasets import (
     plain_items,
     synthetic_validation_set,
 )
+from anomed.prompts.cache import TextCache
 from anomed.registry import Registry
 
 METHODS: Registry[type[AnomalyMethod]] = Registry("method")
@@ -30,6 +32,9 @@ class AnomalyOutput(NamedTuple):
 
     anomaly_map: Tensor  # (B, H, W) abnormality per pixel at the input size
     image_score: Tensor  # (B,) abnormality of the whole image
+    # raw components the method's `finalize_test` combines once the whole set is seen (batch
+    # first, e.g. MVFA's text and memory-bank maps for min-max over the test set); None: final
+    parts: dict[str, Tensor] | None = None
 
 
 @dataclasses.dataclass
@@ -58,6 +63,14 @@ class AnomalyMethod(nn.Module):
     probability_scores: ClassVar[bool] = False
     # Needs at least one few-shot image of the target (False: works zero-shot from text alone).
     needs_shots: ClassVar[bool] = True
+    # Whose computation to follow where anomed, the reference code and the paper differ: per
+    # preset ("reference", "paper"), config values that replace the defaults (the defaults are
+    # the "anomed" preset). Dotted keys ("backbone.preprocess", "train.select") are run-level
+    # defaults, used where the run leaves the field unset. Explicit method_args always win.
+    # Every entry is written down in FIDELITY.md.
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    # What the zero-shot protocol sets unless the user did (MVFA's zero-shot learning rate).
+    zero_shot_args: ClassVar[dict[str, Any]] = {"lr": 1e-4}
 
     def __init__(self, backbone: FrozenCLIP, cfg: MethodConfig) -> None:
         super().__init__()
@@ -65,6 +78,7 @@ class AnomalyMethod(nn.Module):
         self.cfg = cfg
         self.class_name = ""  # the target dataset's class/organ name (prompts may use it)
         self.support: SupportSet | None = None  # the few-shot support set, if any
+        self.text_cache = TextCache()  # the one memo of class text features (see prompts.cache)
 
     # ---- lifecycle ----------------------------------------------------------------------
     def setup(
@@ -73,10 +87,12 @@ class AnomalyMethod(nn.Module):
         class_name: str,
         validation: SupportSet | None = None,
         target: SupportSet | None = None,
+        seed: int = 0,
     ) -> None:
         """Called once by the engine before training: the training sets (one per dataset), the
-        target's class/organ word, its validation set, and its own few-shot set (None in the
-        zero-shot protocol), which methods with a memory bank of normals keep."""
+        target's class/organ word, its validation set, its own few-shot set (None in the
+        zero-shot protocol), which methods with a memory bank of normals keep, and the run's
+        training seed (for draws made once per run)."""
         self.class_name = class_name
         self.support = target
 
@@ -102,6 +118,20 @@ class AnomalyMethod(nn.Module):
 
         Called before each validation pass and after training; a no-op for most methods.
         """
+
+    def on_optimizer_step(self) -> None:
+        """Called by the training loop after every optimizer step: what was memoised from the
+        weights (class text features) is stale now."""
+        self.text_cache.invalidate()
+
+    def finalize_test(
+        self, maps: np.ndarray, scores: np.ndarray, parts: dict[str, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Final (maps (N, H, W), scores (N,)) of an evaluated set, given the raw `parts` every
+        batch returned in `AnomalyOutput.parts` (concatenated). Methods whose outputs need
+        statistics of the whole set (the references' min-max over the test set) combine them
+        here; by default the outputs are final and returned unchanged."""
+        return maps, scores
 
     # ---- frozen features ----------------------------------------------------------------
     def frozen_features(self, images: Tensor) -> dict[str, Tensor]:
@@ -141,6 +171,7 @@ class AnomalyMethod(nn.Module):
 
     def load_trainable_state_dict(self, state: dict[str, Tensor]) -> None:
         missing, unexpected = self.load_state_dict(state, strict=False)
+        self.text_cache.invalidate()
         missing = [k for k in missing if not k.startswith("backbone.")]
         if missing or unexpected:
             raise ValueError(f"checkpoint does not fit: missing {missing}, unexpected {unexpected}")
@@ -156,21 +187,47 @@ class AnomalyMethod(nn.Module):
         raise NotImplementedError
 
 
+PRESETS = ("anomed", "reference", "paper")
+RUN_DEFAULTS = {"backbone.preprocess": "clip", "train.select": "val"}  # when no preset says
+
+
+def preset_values(name: str, preset: str = "anomed") -> dict[str, Any]:
+    """The method config values a preset sets (run-level dotted keys left out)."""
+    table = METHODS.get(name).presets.get(preset, {})
+    return {k: v for k, v in table.items() if "." not in k}
+
+
+def run_defaults(name: str, preset: str = "anomed") -> dict[str, Any]:
+    """Run-level defaults ("backbone.preprocess", "train.select") of a method under a preset."""
+    table = METHODS.get(name).presets.get(preset, {})
+    return {**RUN_DEFAULTS, **{k: v for k, v in table.items() if "." in k}}
+
+
+def method_args(
+    name: str, args: dict[str, Any] | None = None, preset: str = "anomed"
+) -> dict[str, Any]:
+    """The preset's values with the explicit `args` on top (what the config is built from)."""
+    return {**preset_values(name, preset), **(args or {})}
+
+
 def create_method(
-    name: str, backbone: FrozenCLIP, args: dict[str, Any] | None = None
+    name: str, backbone: FrozenCLIP, args: dict[str, Any] | None = None, preset: str = "anomed"
 ) -> AnomalyMethod:
-    """Build a registered method on a backbone from its config dict (unknown keys are errors)."""
+    """Build a registered method on a backbone from its config dict (unknown keys are errors);
+    the preset's values fill what `args` leaves out."""
     cls = METHODS.get(name)
-    cfg = from_dict(cls.config_class, args or {}, "method_args.")
+    cfg = from_dict(cls.config_class, method_args(name, args, preset), "method_args.")
     return cls(backbone, cfg)
 
 
-def method_config_dict(name: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The full config of a method (defaults filled in) as a plain dict."""
+def method_config_dict(
+    name: str, args: dict[str, Any] | None = None, preset: str = "anomed"
+) -> dict[str, Any]:
+    """The full config of a method (preset and defaults filled in) as a plain dict."""
     from anomed.config import to_dict
 
     cls = METHODS.get(name)
-    return to_dict(from_dict(cls.config_class, args or {}, "method_args."))
+    return to_dict(from_dict(cls.config_class, method_args(name, args, preset), "method_args."))
 
 
 class SynthesisMethod(AnomalyMethod):
@@ -193,17 +250,35 @@ class LabelledShotsMethod(AnomalyMethod):
 
     Every shot is trained in each of `views` (fixed augmentations); each item keeps its dataset so
     prompts can carry that dataset's organ word; validation uses the labelled pool as it is.
-    Subclasses give `views` and `class_text(class_name) -> (2, D)`.
+    `setup` records the training datasets' organ words, whether any has pixel masks, and the
+    validation items the score ranges are fixed on. Subclasses give `views(image, mask)` and
+    `class_text(class_name) -> (2, D)`.
     """
 
     normal_only = False
-    views = staticmethod(lambda image, mask: [(image, mask)])
 
     def __init__(self, backbone: FrozenCLIP, cfg: MethodConfig) -> None:
         super().__init__(backbone, cfg)
         self.register_buffer("seg_task", torch.tensor(True))  # the dataset has pixel masks
         self.train_classes: list[str] = []
         self.validation: list[dict] = []
+
+    def setup(
+        self,
+        supports: Sequence[SupportSet],
+        class_name: str,
+        validation: SupportSet | None = None,
+        target: SupportSet | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().setup(supports, class_name, validation, target, seed)
+        self.train_classes = [s.clsname for s in supports]
+        self.seg_task.fill_(any(s.dataset_has_masks for s in supports))
+        self.validation = plain_items(validation) if validation is not None else []
+
+    def views(self, image: np.ndarray, mask: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The fixed augmented views of one shot (image, mask)."""
+        return [(image, mask)]
 
     def class_text(self, class_name: str) -> Tensor:
         raise NotImplementedError
@@ -216,13 +291,10 @@ class LabelledShotsMethod(AnomalyMethod):
         return table[dataset_ids.to(table.device)]
 
     def train_dataset(self, supports: Sequence[SupportSet], seed: int) -> Dataset:
-        self.train_classes = [s.clsname for s in supports]
-        self.seg_task.fill_(any(s.dataset_has_masks for s in supports))
-        return augmented_items(supports, type(self).views)
+        return augmented_items(supports, self.views)
 
     def validation_items(self, support: SupportSet, seed: int) -> list[dict]:
-        self.validation = plain_items(support)
-        return self.validation
+        return plain_items(support)
 
     def fit_ranges(self, scores: dict[int, Tensor]) -> None:
         """Store (min, max) of each score in row `key` of the `stats` buffer (validation data)."""

@@ -80,7 +80,8 @@ class CondPrompt(SynthesisMethod):
         """M_l = cos(F_l, P_A) - cos(F_l, P_N) per tapped layer: (L, B, N).
 
         features: "patches" (B, L, N, D) projected tokens, "embedding" (B, D)."""
-        text = self.prompts(self.meta_net(features["embedding"].float()))  # (B, 2, D)
+        bias = self.meta_net(features["embedding"].float())  # (B, W)
+        text = self.prompts(self.backbone, ctx_bias=bias)  # (B, 2, D)
         text = F.normalize(text, dim=-1)
         patches = F.normalize(features["patches"], dim=-1)
         maps = torch.einsum("blnd,bcd->lbnc", patches, text)  # (L, B, N, 2)

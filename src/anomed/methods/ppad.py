@@ -79,19 +79,33 @@ class PPADConfig(MethodConfig):
     class_words: tuple[str, str] = ("normal", "pneumonia")
     prompt_init_std: float = 0.02
     prompt_init_scale: float = 10.0
-    synth_prob: Annotated[float, Bounds(0.0, 1.0)] = (
-        0.5  # share of training items with a SAS anomaly in their region
-    )
-    loss: Literal["ce", "bce"] = "ce"  # softmax cross-entropy, or the reference's per-logit BCE
+    # share of training items with a SAS anomaly in their region
+    synth_prob: Annotated[float, Bounds(0.0, 1.0)] = 0.5
+    loss: Literal["ce", "bce"] = "bce"  # the reference's per-logit BCE, or softmax cross-entropy
     max_threshold: float = 0.8
+    # SAS: the blob centred on its drawn centre, or the reference's canvas (offset up/left);
+    # the gamma map's edges (see anomed.synthesis.sas.gamma_map)
+    sas_placement: Literal["centred", "canvas"] = "canvas"
+    sas_edges: Literal["anomed", "reference"] = "reference"
+
+
+PPAD_REFERENCE = {
+    "loss": "bce",
+    "sas_placement": "canvas",
+    "sas_edges": "reference",
+    "train.select": "last",  # the reference saves the last epoch
+    "backbone.preprocess": "cxr",  # its single chest X-ray mean/std
+}
 
 
 class RegionSynthesisDataset(Dataset):
     """Per item and epoch: a random region; with probability p a SAS anomaly inside it."""
 
-    def __init__(self, images: Sequence[np.ndarray], size: int, p: float, seed: int) -> None:
+    def __init__(
+        self, images: Sequence[np.ndarray], size: int, p: float, seed: int, sas: SAS | None = None
+    ) -> None:
         self.images, self.boxes, self.p, self.seed = list(images), region_boxes(size), p, seed
-        self.epoch, self.sas = 0, SAS()
+        self.epoch, self.sas = 0, sas or SAS()
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -118,6 +132,12 @@ class PPAD(AnomalyMethod):
     config_class = PPADConfig
     normal_only = True
     probability_scores = True  # softmax probability of the abnormal class
+    # no PPAD paper text beyond the abstract among the sources: "paper" follows the reference
+    presets = {
+        "anomed": {"backbone.preprocess": "cxr"},  # the reference's mean/std (no evidence)
+        "reference": PPAD_REFERENCE,
+        "paper": PPAD_REFERENCE,
+    }
 
     def __init__(self, backbone, cfg: PPADConfig) -> None:
         super().__init__(backbone, cfg)
@@ -126,28 +146,28 @@ class PPAD(AnomalyMethod):
         self.image_prompt = nn.Parameter(init)  # (N, C)
         self.ctx = nn.Parameter(torch.randn(1, cfg.n_ctx, backbone.text_width) * 0.02)
         words = tuple((w,) for w in cfg.class_words)
-        self.learners = [
+        self.learners = nn.ModuleList(  # buffers only: they read the shared context `ctx`
             PromptLearner(
-                backbone, PromptSet(words, cfg.n_ctx, prefix=p), class_specific=False, ctx=self.ctx
+                backbone, PromptSet(words, cfg.n_ctx, prefix=p), "shared", own_context=False
             )
             for p in POSITIONS
-        ]
+        )
         self.register_buffer(
             "patch_masks", region_patch_masks(backbone.image_size, backbone.patch_size)
         )
 
-    def _apply(self, fn, recurse: bool = True):
-        for learner in self.learners:  # unregistered (shared ctx): move their buffers too
-            learner._apply(fn, recurse)
-        return super()._apply(fn, recurse)
-
     def train_dataset(self, supports: Sequence[SupportSet], seed: int) -> RegionSynthesisDataset:
         normals = [im for s in supports for im in s.normals]
-        return RegionSynthesisDataset(normals, self.backbone.image_size, self.cfg.synth_prob, seed)
+        size, p = self.backbone.image_size, self.cfg.synth_prob
+        return RegionSynthesisDataset(normals, size, p, seed, self.sas())
+
+    def sas(self) -> SAS:
+        return SAS(placement=self.cfg.sas_placement, edges=self.cfg.sas_edges)
 
     def validation_items(self, support: SupportSet, seed: int) -> list[dict]:
         """Each validation normal as it is and with a SAS anomaly in a random region."""
-        ds = RegionSynthesisDataset(support.normals, self.backbone.image_size, 1.0, seed + 10_000)
+        size = self.backbone.image_size
+        ds = RegionSynthesisDataset(support.normals, size, 1.0, seed + 10_000, self.sas())
         synthetic = [{k: v for k, v in ds[i].items() if k != "region"} for i in range(len(ds))]
         return plain_items(support) + synthetic
 
@@ -161,7 +181,11 @@ class PPAD(AnomalyMethod):
 
     def text_features(self) -> Tensor:
         """(5 positions, 2 classes, D): depends only on the context vectors, so once per step."""
-        return torch.stack([learner() for learner in self.learners])
+        return self.text_cache.learnt(
+            "positions",
+            [self.ctx],
+            lambda: torch.stack([lrn(self.backbone, ctx=self.ctx) for lrn in self.learners]),
+        )
 
     def position_logits(self, images: Tensor, regions: Tensor, text: Tensor) -> Tensor:
         """Logits (B, 2) of each image under its own region's image and text prompts."""

@@ -1,5 +1,9 @@
 """WinCLIP (CVPR 2023) zero-shot and WinCLIP+ few-shot: the training-free CLIP baselines.
 
+The "reference" preset follows anomalib's WinCLIP (the implementation users compare with): the
+WinCLIP paper's prompt list (7 normal + 4 abnormal states x 21 templates), the raw mean of the
+prompt features, and few-shot patch tokens from the last block after `ln_post`.
+
 Zero-shot: the prompt ensemble (state words x templates, the MVFA issue's list) at temperature
 0.07; window embeddings of 2x2 and 3x3 patch windows, each computed by running only that
 window's tokens (and CLS) through the tower; per-window abnormal probabilities combined per patch
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -22,6 +27,7 @@ from anomed.memory_bank import MemoryBank, banks_state, split_banks_state
 from anomed.methods.base import METHODS, AnomalyMethod, AnomalyOutput, MethodConfig
 from anomed.prompts import encode_fixed_prompts, organ_word
 from anomed.prompts.ensemble import ensemble_texts
+from anomed.prompts.learnable import PromptMean
 from anomed.scoring import (
     harmonic_aggregate,
     harmonic_mean,
@@ -41,6 +47,14 @@ class WinCLIPConfig(MethodConfig):
     few_shot: bool = False
     patch_layer: int = 18  # block (of 24, scaled) whose patch tokens the few-shot branch compares
     organ: str = ""  # "" = from the dataset's class name
+    prompts: Literal["mvfa", "winclip"] = "winclip"  # the ensemble (anomed.prompts.ensemble)
+    prompt_mean: PromptMean = "raw"  # "raw": mean of the unnormalised features
+    # few-shot patch tokens: "block" = raw tokens after `patch_layer`; "final" = the last
+    # block's tokens after ln_post (anomalib)
+    few_shot_tokens: Literal["block", "final"] = "final"
+
+
+WINCLIP_REFERENCE = {"prompts": "winclip", "prompt_mean": "raw", "few_shot_tokens": "final"}
 
 
 @METHODS.register("winclip")
@@ -53,6 +67,8 @@ class WinCLIP(AnomalyMethod):
     probability_scores = True  # harmonic means of class probabilities
     needs_shots = False  # zero-shot: text prompts only
     few_shot_default = False
+    # no WinCLIP paper among the sources: "paper" follows the reference (anomalib)
+    presets = {"reference": WINCLIP_REFERENCE, "paper": WINCLIP_REFERENCE}
 
     def __init__(self, backbone, cfg: WinCLIPConfig) -> None:
         super().__init__(backbone, cfg)
@@ -61,7 +77,6 @@ class WinCLIP(AnomalyMethod):
         self.subsets = {s: window_subsets(backbone.grid_size, s) for s in cfg.scales}
         self.banks: dict[str, MemoryBank | None] = {}
         self.register_buffer("anchor", torch.zeros(()))
-        self._text: dict[str, Tensor] = {}
 
     def train_dataset(self, supports: Sequence[SupportSet], seed: int) -> ItemsDataset:
         return ItemsDataset([])
@@ -71,15 +86,25 @@ class WinCLIP(AnomalyMethod):
 
     def class_text(self) -> Tensor:
         organ = self.cfg.organ or organ_word(self.class_name)
-        if organ not in self._text:
-            self._text[organ] = encode_fixed_prompts(self.backbone, list(ensemble_texts(organ)))
-        return self._text[organ]
+        texts = list(ensemble_texts(organ, self.cfg.prompts))
+        return self.text_cache.fixed(
+            organ,
+            self.anchor.device,
+            lambda: encode_fixed_prompts(self.backbone, texts, self.cfg.prompt_mean),
+        )
 
     @torch.no_grad()
     def features(self, images: Tensor) -> dict[str, Tensor]:
-        """Image embedding (B, D), window embeddings per scale (B, W, D), patch tokens (B, N, C)."""
-        out = self.backbone.encode_image(images, [self.patch_layer])
-        feats = {"image": out.image_embedding, "patch": out.tapped[0][:, 1:]}
+        """Image embedding (B, D), window embeddings per scale (B, W, D), patch tokens (B, N, C).
+
+        The tower always runs to its last block, so the image embedding is CLIP's pooled one."""
+        depth = self.backbone.depth
+        out = self.backbone.encode_image(images, sorted({self.patch_layer, depth}))
+        if self.cfg.few_shot_tokens == "final":
+            patch = self.backbone.post_norm(out.tapped[-1][:, 1:])
+        else:
+            patch = out.tapped[0][:, 1:]
+        feats = {"image": out.image_embedding, "patch": patch}
         for s, subsets in self.subsets.items():
             feats[f"win{s}"] = self.backbone.encode_token_subsets(images, subsets)
         return feats

@@ -1,11 +1,11 @@
 """Prompts: word lists and templates (data) and learnable prompt modules."""
 
+from anomed.prompts.cache import TextCache
 from anomed.prompts.learnable import (
     PromptLearner,
     PromptSet,
     class_means,
     encode_fixed_prompts,
-    prompts_stepped,
 )
 from anomed.prompts.words import MEDICLIP_ABNORMAL, MEDICLIP_NORMAL, ORGAN_WORDS, organ_word
 
@@ -15,8 +15,8 @@ __all__ = [
     "ORGAN_WORDS",
     "PromptLearner",
     "PromptSet",
+    "TextCache",
     "class_means",
     "encode_fixed_prompts",
     "organ_word",
-    "prompts_stepped",
 ]

@@ -2,14 +2,15 @@
 
 A prompt is a template such as "X X X X X X X X lesion." whose "X" placeholders are replaced by
 learnable vectors. Which context set a prompt uses is its *group*: one group per class gives
-MediCLIP's class-specific contexts; one shared group gives PPAD's; a per-image bias added to the
-contexts gives conditional prompts (CondPrompt).
+CoOp's class-specific contexts; one per prompt the MediCLIP and MadCLIP references'; one shared
+group PPAD's; a per-image bias added to the contexts gives conditional prompts (CondPrompt).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -30,7 +31,13 @@ class PromptSet:
     suffix: str = ""  # frozen words after the word (e.g. an organ word)
 
     def render(self, word: str, placement: str | None = None) -> str:
+        """The prompt text of `word`. A word holding "{}" takes the suffix there, inside the
+        phrase that is placed ("flawless {}" -> "flawless brain X X X X."); other words are
+        followed by the suffix after everything ("flawless X X X X brain.")."""
         placement = placement or self.placements[0]
+        suffix = self.suffix
+        if "{}" in word:
+            word, suffix = word.replace("{}", self.suffix).strip(), ""
         ctx = [PLACEHOLDER] * self.n_ctx
         if placement == "end":
             parts = [*ctx, word]
@@ -41,7 +48,7 @@ class PromptSet:
             parts = [*ctx[:half], word, *ctx[half:]]
         else:
             raise ValueError(f"unknown placement {placement!r}")
-        text = " ".join(p for p in (self.prefix, *parts, self.suffix) if p)
+        text = " ".join(p for p in (self.prefix, *parts, suffix) if p)
         return text + "."
 
     @property
@@ -53,36 +60,58 @@ class PromptSet:
         return [self.render(word, p) for p in self.placements]
 
 
-_optimizer_steps = 0  # part of the inference memo's key: fused optimizers leave _version alone
+ContextMode = Literal["per_class", "per_prompt", "shared"]
+PromptMean = Literal["normalized", "raw"]
+TextAttention = Literal["causal", "bidirectional"]
 
 
-def prompts_stepped() -> None:
-    """Tell every PromptLearner that parameters may have changed (the training loop calls it
-    after each optimizer step), so no memoised class feature outlives an update."""
-    global _optimizer_steps
-    _optimizer_steps += 1
+def prompt_groups(prompts: PromptSet, context: ContextMode) -> list[int]:
+    """Per rendered prompt (class-major, word-major, then placement) its context set."""
+    classes = [
+        c for c, words in enumerate(prompts.class_words) for w in words for _ in prompts.placements
+    ]
+    if context == "per_class":
+        return classes
+    if context == "per_prompt":
+        return list(range(len(classes)))
+    return [0] * len(classes)
+
+
+def context_shape(prompts: PromptSet, context: ContextMode, width: int) -> tuple[int, int, int]:
+    """(sets, n_ctx, width) of the context vectors a learner of `prompts` reads."""
+    return (max(prompt_groups(prompts, context), default=0) + 1, prompts.n_ctx, width)
 
 
 class PromptLearner(nn.Module):
     """Class text features (C, D) from learnable context vectors and frozen words.
 
-    Only `ctx` is trainable; the frozen word embeddings are buffers, so the optimiser and the
-    checkpoint see nothing of the backbone.
+    Which context set a prompt uses (`context`): one per class (CoOp's class-specific context),
+    one per rendered prompt (the MediCLIP and MadCLIP references' `CSC=True`: every word, and
+    every placement of it, its own vectors) or one shared set. Only the context vectors train;
+    the frozen word embeddings are buffers. The frozen backbone is not kept: callers pass it to
+    `forward`, so it never enters this module's state. With `own_context=False` the vectors
+    belong to the caller (e.g. shared by the learners of several organ words) and are passed to
+    `forward` too; `context_shape` says what they must look like.
+
+    `prompt_mean`: a class feature is the mean of its prompts' features, each L2-normalised
+    first ("normalized", CLIP's zero-shot ensembling) or as encoded ("raw", the references' and
+    MediCLIP's Eq.: mean of F(p)); then normalised. `attention`: the text tower's causal mask, or
+    none ("bidirectional", as the MediCLIP and MadCLIP references encode learnable prompts).
     """
 
     def __init__(
         self,
         backbone: FrozenCLIP,
         prompts: PromptSet,
-        class_specific: bool = True,
+        context: ContextMode = "per_class",
         init_std: float = 0.02,
-        ctx: nn.Parameter | None = None,
+        own_context: bool = True,
         biased: int | None = None,
+        prompt_mean: PromptMean = "normalized",
+        attention: TextAttention = "causal",
     ) -> None:
-        """`ctx` shares another learner's context vectors (e.g. the same prompts with another
-        organ word); by default fresh vectors are drawn from N(0, init_std^2). `biased` limits a
-        per-image context bias to the last that many context vectors (CondPrompt's
-        image-dependent half); None biases all of them."""
+        """`biased` limits a per-image context bias to the last that many context vectors
+        (CondPrompt's image-dependent half); None biases all of them."""
         super().__init__()
         texts, classes = [], []
         for c, words in enumerate(prompts.class_words):
@@ -90,7 +119,6 @@ class PromptLearner(nn.Module):
                 rendered = prompts.render_all(word)
                 texts += rendered
                 classes += [c] * len(rendered)
-        n_groups = len(prompts.class_words) if class_specific else 1
         token_ids = backbone.tokenize(texts)  # (P, L)
         placeholder_id = int(backbone.tokenize([PLACEHOLDER])[0, 1])
         is_ctx = token_ids == placeholder_id
@@ -101,35 +129,37 @@ class PromptLearner(nn.Module):
         )
         with torch.no_grad():
             frozen = backbone.token_embeddings(token_ids).detach().cpu()  # (P, L, W)
-        self.backbone_ref = [backbone]  # a list keeps the frozen backbone out of state_dict
         self.n_classes = len(prompts.class_words)
-        shape = (n_groups, prompts.n_ctx, backbone.text_width)
-        if ctx is not None and tuple(ctx.shape) != shape:
-            raise ValueError(f"shared context has shape {tuple(ctx.shape)}, expected {shape}")
-        self.ctx = ctx if ctx is not None else nn.Parameter(torch.randn(shape) * init_std)
+        self.texts = texts
+        self.prompt_mean, self.causal = prompt_mean, attention == "causal"
+        group = torch.tensor(prompt_groups(prompts, context))
+        self.context_shape = context_shape(prompts, context, backbone.text_width)
+        self.ctx = nn.Parameter(torch.randn(self.context_shape) * init_std) if own_context else None
         self.register_buffer("token_ids", token_ids, persistent=False)
         self.text_length = int(token_ids.argmax(dim=-1).max()) + 1  # up to the last end-of-text
         self.register_buffer("frozen", frozen, persistent=False)
         self.register_buffer("is_ctx", is_ctx, persistent=False)
         self.register_buffer("ctx_index", ctx_index, persistent=False)
-        group = (
-            torch.tensor(classes) if class_specific else torch.zeros(len(classes), dtype=torch.long)
-        )
         self.register_buffer("group", group, persistent=False)
         self.register_buffer("prompt_class", torch.tensor(classes), persistent=False)
         bias_mask = torch.ones(prompts.n_ctx)
         if biased is not None:
             bias_mask[: prompts.n_ctx - biased] = 0.0
         self.register_buffer("bias_mask", bias_mask, persistent=False)  # (n_ctx,)
-        self._memo: tuple[tuple, Tensor] | None = None  # inference-time class features
 
-    @property
-    def backbone(self) -> FrozenCLIP:
-        return self.backbone_ref[0]
+    def _context(self, ctx: Tensor | None) -> Tensor:
+        ctx = self.ctx if ctx is None else ctx
+        if ctx is None:
+            raise ValueError("this learner does not own its context vectors: pass `ctx`")
+        if tuple(ctx.shape) != self.context_shape:
+            raise ValueError(f"context has shape {tuple(ctx.shape)}, expected {self.context_shape}")
+        return ctx
 
-    def prompt_embeddings(self, ctx_bias: Tensor | None = None) -> Tensor:
+    def prompt_embeddings(
+        self, ctx_bias: Tensor | None = None, ctx: Tensor | None = None
+    ) -> Tensor:
         """(P, L, W), or (B, P, L, W) with a per-image context bias (B, W)."""
-        ctx = self.ctx[self.group]  # (P, n_ctx, W)
+        ctx = self._context(ctx)[self.group]  # (P, n_ctx, W)
         if ctx_bias is not None:
             bias = ctx_bias[:, None, None, :] * self.bias_mask[:, None]  # (B, 1, n_ctx, W)
             ctx = ctx.unsqueeze(0) + bias  # (B, P, n_ctx, W)
@@ -139,47 +169,49 @@ class PromptLearner(nn.Module):
         spliced = torch.gather(ctx, -2, index)  # (..., P, L, W)
         return torch.where(self.is_ctx.unsqueeze(-1), spliced, self.frozen.to(ctx.dtype))
 
-    def forward(self, ctx_bias: Tensor | None = None) -> Tensor:
+    def forward(
+        self, backbone: FrozenCLIP, ctx: Tensor | None = None, ctx_bias: Tensor | None = None
+    ) -> Tensor:
         """L2-normalised class features (C, D); (B, C, D) when a context bias (B, W) is given.
 
-        Without gradients and bias the features depend only on the context vectors, so
-        inference reuses them until the contexts change (optimizer step, load, device move)."""
-        if ctx_bias is not None or torch.is_grad_enabled():
-            return self._encode(ctx_bias)
-        device_type = self.ctx.device.type
-        key = (
-            _optimizer_steps,
-            self.ctx._version,
-            self.ctx.data_ptr(),
-            self.ctx.device,
-            torch.is_autocast_enabled(device_type) and torch.get_autocast_dtype(device_type),
-        )
-        if self._memo is None or self._memo[0] != key:
-            self._memo = (key, self._encode(None))
-        return self._memo[1]
-
-    def _encode(self, ctx_bias: Tensor | None) -> Tensor:
-        emb = self.prompt_embeddings(ctx_bias)
+        Every call runs the text tower; methods memoise inference-time features in their
+        `TextCache`."""
+        emb = self.prompt_embeddings(ctx_bias, ctx)
         batch_shape = emb.shape[:-3]
         ids = self.token_ids.expand(*batch_shape, *self.token_ids.shape).reshape(-1, emb.shape[-2])
-        feats = self.backbone.encode_text_embeddings(
-            emb.reshape(-1, *emb.shape[-2:]), ids, self.text_length
+        feats = backbone.encode_text_embeddings(
+            emb.reshape(-1, *emb.shape[-2:]), ids, self.text_length, causal=self.causal
         )
         feats = feats.reshape(*batch_shape, -1, feats.shape[-1])  # (..., P, D)
-        return class_means(feats, self.prompt_class, self.n_classes)
+        return class_means(
+            feats, self.prompt_class, self.n_classes, normalize_first=self.prompt_mean != "raw"
+        )
 
 
-def class_means(features: Tensor, prompt_class: Tensor, n_classes: int) -> Tensor:
-    """Mean of L2-normalised prompt features per class, renormalised: (..., P, D) -> (..., C, D)."""
-    features = nn.functional.normalize(features, dim=-1)
+def class_means(
+    features: Tensor, prompt_class: Tensor, n_classes: int, normalize_first: bool = True
+) -> Tensor:
+    """Per class, the mean of its prompts' features, normalised: (..., P, D) -> (..., C, D).
+
+    `normalize_first`: each prompt feature is L2-normalised before the mean (CLIP's ensembling);
+    False averages them as encoded (the MediCLIP and MadCLIP references)."""
+    if normalize_first:
+        features = nn.functional.normalize(features, dim=-1)
     onehot = nn.functional.one_hot(prompt_class, n_classes).to(features.dtype)  # (P, C)
     means = torch.einsum("...pd,pc->...cd", features, onehot / onehot.sum(0))
     return nn.functional.normalize(means, dim=-1)
 
 
-def encode_fixed_prompts(backbone: FrozenCLIP, class_texts: Sequence[Sequence[str]]) -> Tensor:
-    """Hand-crafted prompt ensembles -> class features (C, D) (mean of normalised, renormalised)."""
+def encode_fixed_prompts(
+    backbone: FrozenCLIP,
+    class_texts: Sequence[Sequence[str]],
+    prompt_mean: PromptMean = "normalized",
+) -> Tensor:
+    """Hand-crafted prompt ensembles -> class features (C, D): the mean of the normalised
+    features, renormalised; `prompt_mean="raw"` averages them as encoded (anomalib's WinCLIP)."""
     texts = [t for texts in class_texts for t in texts]
     classes = torch.tensor([c for c, texts in enumerate(class_texts) for _ in texts])
     feats = backbone.encode_text(texts)
-    return class_means(feats, classes.to(feats.device), len(class_texts))
+    return class_means(
+        feats, classes.to(feats.device), len(class_texts), normalize_first=prompt_mean != "raw"
+    )

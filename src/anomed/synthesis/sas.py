@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -108,17 +109,53 @@ def place_blob(blob: np.ndarray, centre: tuple[int, int], shape: tuple[int, int]
     return out
 
 
-def gamma_map(mask: np.ndarray, weight: float) -> np.ndarray:
+def gamma_map(mask: np.ndarray, weight: float, edges: str = "anomed") -> np.ndarray:
     """γ = 1 + w · d / max(d): float32 (H, W), exactly 1 outside `mask` and on its inner boundary.
 
-    d is the Euclidean distance to the nearest pixel outside the mask (the image border counts
-    as outside) minus one pixel: 0 on every mask pixel with a 4-neighbour outside."""
-    edt = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
-    d = np.maximum(edt - 1.0, 0.0)
+    edges "anomed": d is the Euclidean distance to the nearest pixel outside the mask (the image
+    border counts as outside) minus one pixel, so 0 on every mask pixel with a 4-neighbour
+    outside. "reference": PPAD's code - d is the distance to the nearest mask-free pixel *of the
+    image* (beyond the border counts as inside, so γ is deepest where the blob meets the
+    border), not shifted, and set to γ = 1 on the inner boundary."""
+    if edges == "reference":
+        d = ndimage.distance_transform_edt(mask)
+        inner = mask & ~ndimage.binary_erosion(mask, border_value=1)
+    else:
+        edt = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+        d, inner = np.maximum(edt - 1.0, 0.0), np.zeros_like(mask)
     peak = d.max()
     if peak <= 0:
         return np.ones(mask.shape, np.float32)
-    return (1.0 + weight * d / peak).astype(np.float32)
+    gamma = 1.0 + weight * d / peak
+    gamma[inner] = 1.0
+    return gamma.astype(np.float32)
+
+
+def place_on_canvas(
+    blob: np.ndarray, centre: tuple[int, int], shape: tuple[int, int]
+) -> np.ndarray:
+    """PPAD's code's placement: the blob sits in the top-left corner of a square canvas of its
+    larger side; the canvas is centred on `centre` and shifted back inside the image as the
+    code does it (ending one pixel short of the far border). Blobs thus sit up/left of the
+    centre by half the difference of their sides."""
+    side = max(blob.shape)
+    canvas = np.zeros((side, side), bool)
+    canvas[: blob.shape[0], : blob.shape[1]] = blob
+    out = np.zeros(shape, dtype=bool)
+    spans = []
+    for n, c in zip(shape, centre, strict=True):
+        lo, hi = c - side // 2, c + side - side // 2
+        if lo < 0:
+            lo, hi = 0, hi - lo
+        if hi > n:
+            lo, hi = lo + (n - 1 - hi), n - 1
+        spans.append((lo, hi))
+    (y0, y1), (x0, x1) = spans
+    if y0 < 0 or x0 < 0:  # a canvas larger than the image: keep what fits
+        canvas = canvas[-y0 if y0 < 0 else 0 :, -x0 if x0 < 0 else 0 :]
+        y0, x0 = max(y0, 0), max(x0, 0)
+    out[y0:y1, x0:x1] = canvas[: y1 - y0, : x1 - x0]
+    return out
 
 
 def apply_gamma(image: np.ndarray, gamma: np.ndarray) -> np.ndarray:
@@ -156,6 +193,9 @@ class SAS:
     n_points: int = 10  # random points whose convex hull starts the blob
     control_sigma: float = 8.0  # Bézier control point noise, pixels
     dilation: int = 5  # square dilation kernel side, pixels
+    # "centred": the blob centred on its centre; "canvas": PPAD's code (`place_on_canvas`)
+    placement: Literal["centred", "canvas"] = "centred"
+    edges: Literal["anomed", "reference"] = "anomed"  # see `gamma_map`
 
     def __call__(
         self,
@@ -170,7 +210,7 @@ class SAS:
         if region is None and foreground is not None and foreground.any():
             region = foreground
         mask, weight = self.sample(shape, rng, region)
-        return apply_gamma(image, gamma_map(mask, weight)), mask
+        return apply_gamma(image, gamma_map(mask, weight, self.edges)), mask
 
     def sample(
         self,
@@ -187,7 +227,8 @@ class SAS:
         blob = blob_shape(
             min(blob_h, height), blob_w, rng, self.n_points, self.control_sigma, self.dilation
         )
-        return place_blob(blob, centre, shape), weight
+        place = place_on_canvas if self.placement == "canvas" else place_blob
+        return place(blob, centre, shape), weight
 
 
 SYNTHESIS.register("sas")(SAS)

@@ -18,7 +18,7 @@ import numpy as np
 
 from anomed.errors import AnomedError
 from anomed.metrics import METRIC_KEYS
-from anomed.published import PUBLISHED
+from anomed.published import PUBLISHED, published_value
 
 Row = dict[str, Any]
 REQUIRED_COLUMNS = ("method", "dataset", "k", "seed")
@@ -211,19 +211,6 @@ def _cite_number(method: str) -> int:
     return list(PUBLISHED).index(method) + 1
 
 
-def published_value(method: str, class_name: str, k: int, metric: str) -> float | None:
-    """A published figure in percent, or None. MediCLIP is keyed dataset -> metric -> k; the
-    others protocol ("few-shot k=4", "zero-shot" for k = 0) -> class -> metric."""
-    results = PUBLISHED.get(method, {}).get("results", {})
-    cls = class_name.lower()
-    if cls in results:
-        value = results[cls].get(metric, {}).get(k)
-    else:
-        protocol = "zero-shot" if k == 0 else f"few-shot k={k}"
-        value = results.get(protocol, {}).get(cls, {}).get(metric)
-    return None if value is None else float(value)
-
-
 def _paper_value(
     method: str, rows: Sequence[Row], dataset: str, k: int, metric: str
 ) -> float | None:
@@ -243,8 +230,8 @@ def _average_notes(methods: Sequence[str], metric: str) -> list[str]:
             if isinstance(value, int | float):
                 notes.append(
                     f"{method} published [{_cite_number(method)}] ({ref['backbone']}): "
-                    f"{protocol} average over its datasets = {value}; no per-dataset "
-                    "figures stored, so not in the columns"
+                    f"{protocol} average over its datasets = {value} (its per-dataset "
+                    "figures sit in the columns where a dataset matches)"
                 )
     return notes
 

@@ -303,6 +303,9 @@ def write_phantom_volumes(
         manifest = {"format": "anomed-phantom-volumes", "seed": seed, "shape": list(shape)}
         manifest |= {"spacing": list(spacing), "sequences": list(SEQUENCES), "cases": cases}
         (tmp / "cases.json").write_text(json.dumps(manifest, indent=1))
+        (tmp / "README.txt").write_text(
+            f"anomed synthetic head phantoms (not patient data), {n_cases} cases, seed {seed}\n"
+        )
 
     write_atomically(root, overwrite, write)
     return load_phantom_cases(root)
