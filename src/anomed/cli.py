@@ -516,6 +516,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a detector on k shots and save a checkpoint")
     _add_run_options(p)
+    p.add_argument(
+        "--train-data",
+        nargs="+",
+        metavar="ROOT",
+        help="zero-shot: train on these datasets instead of shots of --data, which is tested "
+        "(its pool serves only validation)",
+    )
     p.add_argument("--eval", action="store_true", help="evaluate on the test split afterwards")
     p.set_defaults(func=cmd_train)
 

@@ -41,6 +41,7 @@ def test_few_shot_train_and_eval(method, bmad_root, tmp_path, capsys):
     assert 0 <= metrics["pixel_auroc"] <= 1 and 0 <= metrics["image_auroc"] <= 1
 
 
+@pytest.mark.slow  # a few seconds: full protocol runs
 def test_zero_shot_leave_one_out(bmad_root, tmp_path, capsys):
     out = tmp_path / "zs"
     assert (
@@ -165,3 +166,16 @@ def test_cross_dataset_evaluation(bmad_root, tmp_path):
     )
     metrics = json.loads((report / "metrics.json").read_text())
     assert metrics["dataset"] == "Liver_AD" and metrics["n_test"] == 6
+
+
+def test_train_on_other_datasets_tests_on_the_target(bmad_root, tmp_path):
+    """The zero-shot protocol's one run (`train --train-data A B --data C`); the whole
+    leave-one-out loop is the slow test above."""
+    out = tmp_path / "zs"
+    argv = ["-q", "train", "--method", "mediclip", "--data", str(bmad_root / "Liver_AD"),
+            "--train-data", str(bmad_root / "Brain_AD"), "-o", str(out), *FAST,
+            "--image-size", "56", "--eval"]  # fmt: skip
+    assert main(argv) == 0
+    cfg = (out / "config.yaml").read_text()
+    assert "Brain_AD" in cfg and "shots: []" in cfg
+    assert next((out / "eval").glob("*/metrics.json")).is_file()

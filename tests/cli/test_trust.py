@@ -75,6 +75,7 @@ def test_bench_retrains_cells_whose_settings_changed(phantom_root, tmp_path, cap
 
 
 # 3. abnormal test images moved into training, said everywhere -------------------------------
+@pytest.mark.slow  # a few seconds: full protocol runs
 def test_bench_states_moved_abnormal_shots_and_test_sizes(tmp_path):
     from anomed.data.phantoms.brain import PhantomConfig, write_phantom_dataset
     from anomed.engine.bench import BenchConfig, run_bench

@@ -76,6 +76,7 @@ def trained(tmp_path_factory):
     return heads, ckpt
 
 
+@pytest.mark.slow  # a few seconds: full protocol runs
 def test_cross_sequence_cross_view_table(trained, tmp_path, capsys):
     heads, ckpt = trained
     out = tmp_path / "cross"

@@ -48,3 +48,13 @@ def test_an_interrupted_predict_marks_its_summary_incomplete(tmp_path, monkeypat
     )
     summary = json.loads((out / "predictions.json").read_text())
     assert summary["n_inputs"] == 1 and summary["complete"] is True
+
+
+def test_read_predictions_drops_a_torn_last_row_but_not_a_torn_middle_one(tmp_path):
+    """A run killed mid-write leaves half a JSON line at the end; reading it used to raise."""
+    good = json.dumps({"file": "a.png", "status": "ok"})
+    (tmp_path / "predictions.jsonl").write_text(f'{good}\n{{"file": "b.p', encoding="utf-8")
+    assert predict.read_predictions(tmp_path) == [{"file": "a.png", "status": "ok"}]
+    (tmp_path / "predictions.jsonl").write_text(f'{{"fi\n{good}\n', encoding="utf-8")
+    with pytest.raises(predict.AnomedError, match="line 1 is not JSON"):
+        predict.read_predictions(tmp_path)

@@ -62,3 +62,14 @@ def test_eval_on_the_training_dataset_named_again_keeps_the_shots_out_of_test(
     assert [s.image.name for s in run.eval_splits(info, str(tmp_path / "link")).test] == [
         p.name for p in held_out
     ]
+
+
+def test_a_run_stores_absolute_data_paths(phantom_root, tmp_path, monkeypatch):
+    """A relative --data was saved as given, so `eval RUN` from another folder found no data."""
+    from anomed.config import DataConfig, RunConfig
+
+    monkeypatch.chdir(phantom_root.parent)
+    cfg = RunConfig(method="mediclip", data=DataConfig(root=phantom_root.name, k=2))
+    cfg.output_dir = str(tmp_path / "out")
+    prepared = run.prepare_run(cfg)
+    assert prepared.cfg.data.root == str(phantom_root)

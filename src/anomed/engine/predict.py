@@ -405,6 +405,20 @@ def _write_summary(report: PredictReport, detector: Detector, n_given: int) -> N
 
 
 def read_predictions(output_dir: str | Path) -> list[dict]:
-    """The rows a predict run wrote (from the streamed JSON lines)."""
-    lines = (Path(output_dir) / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
-    return [json.loads(line) for line in lines if line]
+    """The rows a predict run wrote (from the streamed JSON lines).
+
+    A run killed mid-write can leave a torn last line; that row was never finished, so it is
+    dropped. A torn line anywhere else means the file was edited or damaged: that is an error.
+    """
+    path = Path(output_dir) / "predictions.jsonl"
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if i == len(lines) - 1:
+                break
+            msg = f"{path}: line {i + 1} is not JSON ({err.msg}); the file is damaged"
+            raise AnomedError(msg) from None
+    return rows

@@ -187,13 +187,16 @@ def prepare_run(cfg: RunConfig, overwrite: bool = False, log: Log = tqdm.write) 
     """Check everything that can be checked before training; read the data; draw the shots."""
     validate_run_config(cfg)
     resolve_preset(cfg)  # in place: the run's own copy (train_run), saved as resolved
+    if cfg.data.train_roots:  # zero-shot: nothing of the target is trained on
+        cfg.data.k, cfg.data.k_abnormal = 0, 0
     output = cfg.output_dir or default_output_dir(cfg)
+    _absolute_data_paths(cfg)
     keep = [cfg.data.shots_file] if cfg.data.shots_file else []
     inputs = [cfg.data.root, *cfg.data.train_roots]
     out = check_output_dir(output, overwrite, inputs=inputs, protect=keep)
     splits = load_splits(cfg, log)
     split = _shot_split(cfg, splits)
-    if cfg.data.train_roots:  # zero-shot: no target shots; validation still from its pool
+    if cfg.data.train_roots:  # zero-shot: validation still from the target's pool
         split = ShotSplit(shots=[], val=split.shots + split.val, seed=split.seed, k=0)
     if not split.val and not cfg.train.allow_uncalibrated:
         raise AnomedError(
@@ -204,6 +207,14 @@ def prepare_run(cfg: RunConfig, overwrite: bool = False, log: Log = tqdm.write) 
             "train.allow_uncalibrated=true to save a detector without yes/no decisions."
         )
     return PreparedRun(cfg, splits, split, out, class_name_of(splits, cfg.data.class_name))
+
+
+def _absolute_data_paths(cfg: RunConfig) -> None:
+    """Store absolute data paths (in place) so the saved run evaluates from any folder."""
+    cfg.data.root = os.path.abspath(cfg.data.root)
+    cfg.data.train_roots = [os.path.abspath(r) for r in cfg.data.train_roots]
+    if cfg.data.shots_file:
+        cfg.data.shots_file = os.path.abspath(cfg.data.shots_file)
 
 
 def _training_supports(cfg: RunConfig, split: ShotSplit, size: int) -> list[SupportSet]:

@@ -23,7 +23,7 @@ from typing import Annotated
 import numpy as np
 
 from anomed.config import Bounds, Pattern
-from anomed.engine.outputs import write_json
+from anomed.outputs import write_json
 from anomed.errors import AnomedError
 from anomed.ray import shards
 from anomed.ray.inputs import Manifest, expand_batch, split_inputs
