@@ -23,8 +23,8 @@ from typing import Annotated
 import numpy as np
 
 from anomed.config import Bounds, Pattern
-from anomed.outputs import write_json
 from anomed.errors import AnomedError
+from anomed.outputs import write_json
 from anomed.ray import shards
 from anomed.ray.inputs import Manifest, expand_batch, split_inputs
 from anomed.ray.stages import Scorer, ScorerSpec, decode_batch

@@ -27,9 +27,8 @@ import pyarrow.parquet as pq
 
 from anomed.data.io import read_image
 from anomed.engine.checkpoint import MANIFEST
-from anomed.outputs import check_output_dir, clear_dir, write_json
 from anomed.errors import AnomedError
-from anomed.outputs import temp_sibling
+from anomed.outputs import check_output_dir, clear_dir, temp_sibling, write_json
 from anomed.ray.inputs import WRITTEN_KINDS
 
 SHARDS = "predictions"
