@@ -372,33 +372,31 @@ def cmd_phantom(args: argparse.Namespace) -> None:
 
 
 def cmd_phantom_bmad(args: argparse.Namespace) -> None:
-    from anomed.data.phantoms.organs import write_bmad_phantoms
+    from anomed.data.phantoms.organs import BmadPhantomConfig, write_bmad_phantoms
 
-    folders = write_bmad_phantoms(
-        args.output,
+    cfg = BmadPhantomConfig(
         organs=tuple(args.organs),
         n_valid=(args.n_valid, args.n_valid),
         n_test=(args.n_test, args.n_test),
         size=args.size,
         seed=args.seed,
-        overwrite=args.overwrite,
     )
+    folders = write_bmad_phantoms(args.output, cfg, overwrite=args.overwrite)
     print(f"wrote {', '.join(f.name for f in folders)} (BMAD layout) to {args.output}")
 
 
 def cmd_phantom_chest(args: argparse.Namespace) -> None:
-    from anomed.data.phantoms.chest import write_chest_phantoms
+    from anomed.data.phantoms.chest import ChestPhantomConfig, write_chest_phantoms
 
-    splits = write_chest_phantoms(
-        args.output,
+    cfg = ChestPhantomConfig(
         n_train=args.n_train,
         n_test_normal=args.n_test_normal,
         n_test_abnormal=args.n_test_abnormal,
         size=args.size,
         seed=args.seed,
         layout=args.layout,
-        overwrite=args.overwrite,
     )
+    splits = write_chest_phantoms(args.output, cfg, overwrite=args.overwrite)
     print(
         f"wrote {len(splits.train)} training and {len(splits.test)} test chest films "
         f"({args.layout} layout) to {args.output}"
@@ -406,15 +404,10 @@ def cmd_phantom_chest(args: argparse.Namespace) -> None:
 
 
 def cmd_phantom_volumes(args: argparse.Namespace) -> None:
-    from anomed.data.phantoms.heads import write_phantom_volumes
+    from anomed.data.phantoms.heads import VolumePhantomConfig, write_phantom_volumes
 
-    cases = write_phantom_volumes(
-        args.output,
-        n_cases=args.n_cases,
-        seed=args.seed,
-        shape=tuple(args.shape),
-        overwrite=args.overwrite,
-    )
+    cfg = VolumePhantomConfig(n_cases=args.n_cases, seed=args.seed, shape=tuple(args.shape))
+    cases = write_phantom_volumes(args.output, cfg, overwrite=args.overwrite)
     n_abn = sum(c.label for c in cases)
     print(
         f"wrote {len(cases)} head phantoms ({n_abn} with lesions; T1, T1CE, T2, FLAIR NIfTI, "

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from anomed.cli import main
-from anomed.data.phantoms.organs import write_bmad_phantoms
+from anomed.data.phantoms.organs import BmadPhantomConfig, write_bmad_phantoms
 
 FAST = ["--image-size", "112", "--epochs", "1", "--set", "data.n_val=2"]
 
@@ -13,7 +13,7 @@ FAST = ["--image-size", "112", "--epochs", "1", "--set", "data.n_val=2"]
 @pytest.fixture(scope="module")
 def bmad_root(tmp_path_factory):
     parent = tmp_path_factory.mktemp("bmad") / "phantoms"
-    write_bmad_phantoms(parent, n_valid=(4, 4), n_test=(3, 3), size=64, seed=2)
+    write_bmad_phantoms(parent, BmadPhantomConfig(n_valid=(4, 4), n_test=(3, 3), size=64, seed=2))
     return parent
 
 

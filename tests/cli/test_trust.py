@@ -179,11 +179,10 @@ def test_predict_on_a_dataset_folder_skips_mask_files(checkpoint, tmp_path):
 
 # 7 + 9. k reported as the normal shots; 0.5 decisions only for probability scores -------------
 def test_supervised_run_reports_k_and_abnormal_shots_apart(tmp_path):
-    from anomed.data.phantoms.organs import write_bmad_phantoms
+    from anomed.data.phantoms.organs import BmadPhantomConfig, write_bmad_phantoms
 
-    (folder,) = write_bmad_phantoms(
-        tmp_path / "b", organs=("liver",), n_valid=(4, 4), n_test=(3, 3), size=64
-    )
+    cfg = BmadPhantomConfig(organs=("liver",), n_valid=(4, 4), n_test=(3, 3), size=64)
+    (folder,) = write_bmad_phantoms(tmp_path / "b", cfg)
     out = tmp_path / "r"
     argv = ["--method", "mvfa", "--epochs", "1", "--set", "data.n_val=1", "--eval"]
     assert _train(folder, out, *argv[2:], method="mvfa") == 0
@@ -212,12 +211,11 @@ def test_layout_names_agree_between_help_writers_and_readers(tmp_path, capsys):
 
 
 def test_forced_wrong_layout_names_the_one_found(tmp_path, capsys):
-    from anomed.data.phantoms.chest import write_chest_phantoms
+    from anomed.data.phantoms.chest import ChestPhantomConfig, write_chest_phantoms
 
     data = tmp_path / "c"
-    write_chest_phantoms(
-        data, n_train=4, n_test_normal=2, n_test_abnormal=2, size=64, layout="data-json"
-    )
+    cfg = ChestPhantomConfig(4, n_test_normal=2, n_test_abnormal=2, size=64, layout="data-json")
+    write_chest_phantoms(data, cfg)
     assert _train(data, tmp_path / "r", "--layout", "folder") == 2
     assert "looks like the 'data-json' layout" in capsys.readouterr().err
     assert _train(data, tmp_path / "r", "--layout", "data-json") == 0

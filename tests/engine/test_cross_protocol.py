@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from anomed.data.phantoms.heads import write_phantom_volumes
+from anomed.data.phantoms.heads import VolumePhantomConfig, write_phantom_volumes
 from anomed.engine.volumes import cross_protocol
 
 
@@ -18,7 +18,9 @@ def test_cross_protocol_never_reuses_slices_of_other_cases(tmp_path):
         return SimpleNamespace(metrics={"pixel_auroc": None, "image_auroc": None})
 
     for name, seed in (("cases_a", 0), ("cases_b", 1)):
-        write_phantom_volumes(tmp_path / name, n_cases=2, seed=seed, shape=(16, 16, 16))
+        write_phantom_volumes(
+            tmp_path / name, VolumePhantomConfig(2, seed=seed, shape=(16, 16, 16))
+        )
         args = ("ckpt", tmp_path / name, tmp_path / "out", ("t1",), ("axial",))
         cross_protocol(*args, evaluate=evaluate, log=lambda _: None)
     assert seen[0].startswith("t1 axial slices of cases_a")

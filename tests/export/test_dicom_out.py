@@ -10,7 +10,12 @@ import pydicom
 import pytest
 
 from anomed.cli import main
-from anomed.data.phantoms.heads import phantom_affine, write_dicom_series, write_phantom_volumes
+from anomed.data.phantoms.heads import (
+    VolumePhantomConfig,
+    phantom_affine,
+    write_dicom_series,
+    write_phantom_volumes,
+)
 from anomed.data.volumes import read_nifti, read_volume, write_nifti
 from anomed.errors import AnomedError
 from anomed.export.dicom_out import write_dicom_outputs
@@ -21,7 +26,9 @@ LPS = np.diag([-1.0, -1.0, 1.0])
 
 @pytest.fixture(scope="module")
 def heads(tmp_path_factory):
-    return write_phantom_volumes(tmp_path_factory.mktemp("heads") / "h", n_cases=2, shape=SHAPE)
+    return write_phantom_volumes(
+        tmp_path_factory.mktemp("heads") / "h", VolumePhantomConfig(n_cases=2, shape=SHAPE)
+    )
 
 
 def _series(cases):

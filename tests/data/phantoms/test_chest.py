@@ -13,6 +13,7 @@ from anomed.data.cxr import read_cxr_json
 from anomed.data.layouts import load_dataset
 from anomed.data.phantoms.chest import (
     LESION_KINDS,
+    ChestPhantomConfig,
     lung_zones,
     make_abnormal_chest_film,
     make_chest_film,
@@ -28,9 +29,9 @@ def _rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def _tiny(root, **kw):
+def _tiny(root, overwrite=False, **kw):
     args = {"n_train": 2, "n_test_normal": 2, "n_test_abnormal": 3, "size": SIZE, **kw}
-    return write_chest_phantoms(root, **args)
+    return write_chest_phantoms(root, ChestPhantomConfig(**args), overwrite=overwrite)
 
 
 def test_film_shape_range_and_determinism():

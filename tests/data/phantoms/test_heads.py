@@ -18,6 +18,7 @@ from anomed.data.phantoms.heads import (
     OEDEMA,
     SEQUENCES,
     WHITE,
+    VolumePhantomConfig,
     load_phantom_cases,
     make_head,
     render_sequence,
@@ -88,7 +89,7 @@ def test_sequence_contrasts(head):
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
     root = tmp_path_factory.mktemp("vol") / "phantom"
-    return root, write_phantom_volumes(root, n_cases=2, seed=3, shape=TINY)
+    return root, write_phantom_volumes(root, VolumePhantomConfig(n_cases=2, seed=3, shape=TINY))
 
 
 def test_files_labels_and_manifest(written):
@@ -127,18 +128,18 @@ def test_dicom_case_reads_back_as_its_nifti(written):
 
 def test_same_seed_same_volumes_and_root_is_protected(written, tmp_path):
     root, cases = written
-    again = write_phantom_volumes(tmp_path / "again", n_cases=2, seed=3, shape=TINY)
+    again = write_phantom_volumes(tmp_path / "again", VolumePhantomConfig(2, seed=3, shape=TINY))
     for a, b in zip(cases, again, strict=True):
         for seq in SEQUENCES:
             assert np.array_equal(
                 read_volume(a.sequences[seq]).data, read_volume(b.sequences[seq]).data
             )
     with pytest.raises(AnomedError, match="not empty.*overwrite"):
-        write_phantom_volumes(tmp_path / "again", n_cases=1, shape=TINY)
-    write_phantom_volumes(tmp_path / "again", n_cases=1, shape=TINY, overwrite=True)
+        write_phantom_volumes(tmp_path / "again", VolumePhantomConfig(1, shape=TINY))
+    write_phantom_volumes(tmp_path / "again", VolumePhantomConfig(1, shape=TINY), overwrite=True)
     assert [c.name for c in load_phantom_cases(tmp_path / "again")] == ["case_000"]
     assert not list(tmp_path.glob(".again*"))
     with pytest.raises(AnomedError, match="abnormal_fraction"):
-        write_phantom_volumes(tmp_path / "bad", abnormal_fraction=2.0)
+        write_phantom_volumes(tmp_path / "bad", VolumePhantomConfig(abnormal_fraction=2.0))
     with pytest.raises(AnomedError, match="cases.json: missing"):
         load_phantom_cases(tmp_path)

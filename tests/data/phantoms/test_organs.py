@@ -6,7 +6,7 @@ from PIL import Image
 
 from anomed.data.bmad import list_bmad_datasets, read_bmad
 from anomed.data.layouts import load_dataset
-from anomed.data.phantoms.organs import ORGANS, write_bmad_phantoms
+from anomed.data.phantoms.organs import ORGANS, BmadPhantomConfig, write_bmad_phantoms
 from anomed.errors import AnomedError
 
 SMALL = dict(n_valid=(2, 3), n_test=(2, 2), size=64)
@@ -16,7 +16,7 @@ SMALL = dict(n_valid=(2, 3), n_test=(2, 2), size=64)
 def written(tmp_path_factory):
     parent = tmp_path_factory.mktemp("organs") / "bmad"
     organs = ("brain", "liver", "retina", "chest")
-    return parent, write_bmad_phantoms(parent, organs=organs, seed=3, **SMALL)
+    return parent, write_bmad_phantoms(parent, BmadPhantomConfig(organs=organs, seed=3, **SMALL))
 
 
 def _files(folder):
@@ -60,10 +60,12 @@ def test_images_are_8_bit_grayscale_png(written):
 
 def test_same_seed_same_bytes_other_seed_differs(written, tmp_path):
     _, folders = written
-    again = write_bmad_phantoms(tmp_path / "a", organs=("retina", "liver"), seed=3, **SMALL)
+    again = write_bmad_phantoms(
+        tmp_path / "a", BmadPhantomConfig(("retina", "liver"), seed=3, **SMALL)
+    )
     assert _files(again[0]) == _files(folders[2])  # order of organs does not matter
     assert _files(again[1]) == _files(folders[1])
-    other = write_bmad_phantoms(tmp_path / "b", organs=("liver",), seed=4, **SMALL)
+    other = write_bmad_phantoms(tmp_path / "b", BmadPhantomConfig(("liver",), seed=4, **SMALL))
     assert _files(other[0]).keys() == _files(folders[1]).keys()
     assert _files(other[0]) != _files(folders[1])
 
@@ -95,9 +97,9 @@ def test_refuses_a_non_empty_folder_unless_overwrite(tmp_path):
     (parent / "keep.txt").parent.mkdir()
     (parent / "keep.txt").write_text("mine")
     with pytest.raises(AnomedError, match="not empty"):
-        write_bmad_phantoms(parent, organs=("chest",), **SMALL)
+        write_bmad_phantoms(parent, BmadPhantomConfig(("chest",), **SMALL))
     assert (parent / "keep.txt").read_text() == "mine"
-    write_bmad_phantoms(parent, organs=("chest",), overwrite=True, **SMALL)
+    write_bmad_phantoms(parent, BmadPhantomConfig(("chest",), **SMALL), overwrite=True)
     assert sorted(p.name for p in parent.iterdir()) == ["Chest_AD", "README.txt"]
 
 
@@ -112,5 +114,5 @@ def test_refuses_a_non_empty_folder_unless_overwrite(tmp_path):
 )
 def test_bad_arguments(tmp_path, kwargs, message):
     with pytest.raises(AnomedError, match=message):
-        write_bmad_phantoms(tmp_path / "p", **{**SMALL, **kwargs})
+        write_bmad_phantoms(tmp_path / "p", BmadPhantomConfig(**{**SMALL, **kwargs}))
     assert not (tmp_path / "p").exists()

@@ -461,16 +461,21 @@ def _write_all(tmp: Path, root: Path, items: list[_Item], size: int, layout: str
     return splits
 
 
+@dataclass
+class ChestPhantomConfig:
+    """A chest-film phantom set: counts, film size, seed, layout and the lesion kinds."""
+
+    n_train: int = 64
+    n_test_normal: int = 40
+    n_test_abnormal: int = 40
+    size: int = 224
+    seed: int = 0
+    layout: str = "folder"  # or "data-json" (PPAD's)
+    lesion_kinds: tuple[str, ...] = LESION_KINDS
+
+
 def write_chest_phantoms(
-    root: str | Path,
-    n_train: int = 64,
-    n_test_normal: int = 40,
-    n_test_abnormal: int = 40,
-    size: int = 224,
-    seed: int = 0,
-    layout: str = "folder",
-    overwrite: bool = False,
-    lesion_kinds: tuple[str, ...] = LESION_KINDS,
+    root: str | Path, cfg: ChestPhantomConfig | None = None, overwrite: bool = False
 ) -> DatasetSplits:
     """Write a chest-film phantom dataset and return its splits (clsname "chest").
 
@@ -479,13 +484,15 @@ def write_chest_phantoms(
     "test": {"0": [...], "1": [...]}}; masks in masks/<same name> (an anomed extension).
     Abnormal films cycle through `lesion_kinds`. The write is atomic (see `write_atomically`);
     a non-empty `root` is refused unless `overwrite`. Equal arguments give byte-identical files."""
-    _check(n_train, n_test_normal, n_test_abnormal, size, seed, layout, lesion_kinds)
+    c = cfg or ChestPhantomConfig()
+    counts = (c.n_train, c.n_test_normal, c.n_test_abnormal)
+    _check(*counts, c.size, c.seed, c.layout, c.lesion_kinds)
     root = Path(root).absolute()
-    items = _items((n_train, n_test_normal, n_test_abnormal), seed, tuple(lesion_kinds))
-    readme = _readme(layout, seed, size, (n_train, n_test_normal, n_test_abnormal), lesion_kinds)
+    items = _items(counts, c.seed, tuple(c.lesion_kinds))
+    readme = _readme(c.layout, c.seed, c.size, counts, c.lesion_kinds)
 
     def writer(tmp: Path) -> DatasetSplits:
-        splits = _write_all(tmp, root, items, size, layout)
+        splits = _write_all(tmp, root, items, c.size, c.layout)
         (tmp / "README.txt").write_text(readme, encoding="utf-8")
         return splits
 

@@ -274,22 +274,29 @@ def _write_case(tmp: Path, name: str, abnormal: bool, seeds: list[int], spec: di
     }
 
 
+@dataclass
+class VolumePhantomConfig:
+    """Phantom heads: case count, seed, voxel grid and spacing (mm), abnormal share."""
+
+    n_cases: int = 4
+    seed: int = 0
+    shape: tuple[int, int, int] = (64, 64, 48)
+    abnormal_fraction: float = 0.5
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.5)
+
+
 def write_phantom_volumes(
-    root: str | Path,
-    n_cases: int = 4,
-    seed: int = 0,
-    shape: tuple[int, int, int] = (64, 64, 48),
-    abnormal_fraction: float = 0.5,
-    overwrite: bool = False,
-    spacing: tuple[float, float, float] = (1.0, 1.0, 1.5),
+    root: str | Path, cfg: VolumePhantomConfig | None = None, overwrite: bool = False
 ) -> list[VolumeCase]:
     """Write phantom heads: root/<case>/{t1,t1ce,t2,flair,lesion_mask}.nii.gz, a T1 DICOM
     series root/<case>/dicom_t1/ for the first abnormal case (else the first case), and
     root/cases.json. Abnormal cases are spread evenly (case i is abnormal when
     floor((i + 1) f) > floor(i f)). Atomic; the same arguments give the same arrays."""
-    shape = tuple(int(s) for s in shape)
-    _check_args(n_cases, shape, abnormal_fraction)
-    f = abnormal_fraction
+    c = cfg or VolumePhantomConfig()
+    n_cases, seed, spacing = c.n_cases, c.seed, tuple(c.spacing)
+    shape = tuple(int(s) for s in c.shape)
+    _check_args(n_cases, shape, c.abnormal_fraction)
+    f = c.abnormal_fraction
     abnormal = [int((i + 1) * f) > int(i * f) for i in range(n_cases)]
     dicom_case = abnormal.index(True) if any(abnormal) else 0
     root = Path(root).absolute()

@@ -366,22 +366,27 @@ def _check(organs: tuple[str, ...], counts: dict, size: int) -> None:
             )
 
 
+@dataclass
+class BmadPhantomConfig:
+    """BMAD-layout phantoms: the organs, (good, Ungood) counts per split, size and seed."""
+
+    organs: tuple[str, ...] = ("brain", "liver", "retina")
+    n_valid: tuple[int, int] = (16, 16)
+    n_test: tuple[int, int] = (20, 20)
+    size: int = 128
+    seed: int = 0
+
+
 def write_bmad_phantoms(
-    parent: str | Path,
-    organs: tuple[str, ...] = ("brain", "liver", "retina"),
-    n_valid: tuple[int, int] = (16, 16),
-    n_test: tuple[int, int] = (20, 20),
-    size: int = 128,
-    seed: int = 0,
-    overwrite: bool = False,
+    parent: str | Path, cfg: BmadPhantomConfig | None = None, overwrite: bool = False
 ) -> list[Path]:
     """Write one BMAD dataset per organ under `parent`; returns their folders.
 
-    `n_valid` / `n_test` are (good, Ungood) counts. The same arguments give byte-identical files.
-    Written to a hidden sibling and renamed at the end; a non-empty `parent` is refused unless
-    `overwrite`."""
-    organs = tuple(organs)
-    counts = {"valid": tuple(n_valid), "test": tuple(n_test)}
+    The same config gives byte-identical files. Written to a hidden sibling and renamed at the
+    end; a non-empty `parent` is refused unless `overwrite`."""
+    c = cfg or BmadPhantomConfig()
+    organs, size, seed = tuple(c.organs), c.size, c.seed
+    counts = {"valid": tuple(c.n_valid), "test": tuple(c.n_test)}
     _check(organs, counts, size)
     parent = Path(parent).absolute()
 
