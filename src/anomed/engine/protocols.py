@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from anomed.engine.run import eval_run, train_run
 from anomed.errors import AnomedError
 from anomed.methods.base import METHODS
 from anomed.metrics import format_metrics_table
+from anomed.outputs import write_json, write_text
 from anomed.published import published_label, published_metrics
 
 
@@ -79,8 +79,8 @@ def zero_shot_leave_one_out(
         index_name=f"{cfg.method} [preset {cfg.preset}] zero-shot (held out)",
     )
     out.mkdir(parents=True, exist_ok=True)
-    (out / "zero_shot.md").write_text(table + "\n")
-    (out / "zero_shot.json").write_text(json.dumps(rows, indent=1))
+    write_text(out / "zero_shot.md", table + "\n")
+    write_json(out / "zero_shot.json", rows)
     log(table)
     return rows
 

@@ -34,7 +34,7 @@ from anomed.data.volumes import (
     write_nifti,
 )
 from anomed.errors import AnomedError
-from anomed.outputs import write_json
+from anomed.outputs import write_json, write_text
 
 if TYPE_CHECKING:
     from anomed.engine.detector import Detector
@@ -133,8 +133,8 @@ def cross_protocol(
     tables = f"{_label_of(checkpoint)}\n\n{tables}"
     published = published_protocol_table(_method_of(checkpoint), cases_root)
     tables += f"\n\n{published}" if published else ""
-    (output / "cross_protocol.md").write_text(tables + "\n")
-    (output / "cross_protocol.json").write_text(json.dumps(results, indent=1))
+    write_text(output / "cross_protocol.md", tables + "\n")
+    write_json(output / "cross_protocol.json", results)
     log(tables)
     return results
 
