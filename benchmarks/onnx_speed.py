@@ -11,10 +11,10 @@ Each method's `anomed bench speed --runtime onnx` JSON report is kept beside the
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
+from speed_table import save_table  # benchmarks/ is on sys.path when run as a script
 
 from anomed.backbone import BackboneConfig
 from anomed.engine.speed import SpeedConfig, run_speed
@@ -74,13 +74,7 @@ def main() -> None:
         f"{torch.get_num_threads()} threads for both runtimes"
     )
     table = "\n".join([title, "", *lines])
-    (out / "table.md").write_text(table + "\n")
-    (out / "reports.json").write_text(
-        json.dumps(
-            [json.loads((out / m / "speed.json").read_text()) for m in args.methods], indent=1
-        )
-    )
-    print(table)
+    save_table(out, table, args.methods)
 
 
 if __name__ == "__main__":

@@ -93,12 +93,14 @@ def main() -> None:
         lines += method_lines(report)
     device = report["device"]
     table = "\n".join([f"{args.model} at {args.image_size or 'native'} px on {device}", ""] + lines)
+    save_table(out, table, args.methods)
+
+
+def save_table(out: Path, table: str, methods: list[str]) -> None:
+    """table.md and every method's speed.json gathered in reports.json; the table printed."""
     (out / "table.md").write_text(table + "\n")
-    (out / "reports.json").write_text(
-        json.dumps(
-            [json.loads((out / m / "speed.json").read_text()) for m in args.methods], indent=1
-        )
-    )
+    reports = [json.loads((out / m / "speed.json").read_text()) for m in methods]
+    (out / "reports.json").write_text(json.dumps(reports, indent=1))
     print(table)
 
 

@@ -39,6 +39,7 @@ from anomed.losses import (
 )
 from anomed.methods.base import METHODS, AnomalyOutput, LabelledShotsMethod, MethodConfig
 from anomed.prompts import PromptLearner, PromptSet, encode_fixed_prompts, organ_word
+from anomed.prompts.ensemble import NORMAL_STATES
 from anomed.prompts.learnable import ContextMode, PromptMean, TextAttention, context_shape
 from anomed.scoring import MapOrder, class_maps
 
@@ -61,15 +62,7 @@ ABNORMAL_WORDS = (
     "abnormal",
 )
 # The reference's states: "{}" is where the organ goes (inside the placed phrase)
-REFERENCE_NORMAL_STATES = (
-    "{}",
-    "flawless {}",
-    "perfect {}",
-    "unblemished {}",
-    "{} without flaw",
-    "{} without defect",
-    "{} without damage",
-)
+REFERENCE_NORMAL_STATES = NORMAL_STATES  # the same seven states as MVFA's ensemble
 REFERENCE_ABNORMAL_STATES = (
     "damaged {}",
     "broken {}",
