@@ -146,6 +146,17 @@ def test_output_folder_resumes_only_the_same_checkpoint(tmp_path):
         shards.check_output(other / "out", "aaaa", False, [other])
 
 
+def test_a_resume_keeps_the_earlier_maps_setting(tmp_path):
+    """A resume with --maps over rows written without it skipped those rows: their overlays
+    were silently missing while the new rows had them."""
+    out = tmp_path / "out"
+    shards.open_output(out, False, {"run_id": "aaaa", "maps": False})
+    shards.check_output(out, "aaaa", False, [], maps=False)
+    with pytest.raises(AnomedError, match="earlier run there was without --maps"):
+        shards.check_output(out, "aaaa", False, [], maps=True)
+    shards.check_output(out, "aaaa", True, [], maps=True)  # --overwrite starts afresh
+
+
 def test_plan_leaves_cpus_for_decoding_and_refuses_missing_gpus():
     plan = plan_resources(RayPredictConfig(workers=2), {"CPU": 2})
     assert (plan.workers, plan.actor_cpus, plan.task_cpus, plan.device) == (2, 0.5, 1.0, "cpu")

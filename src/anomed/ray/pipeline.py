@@ -237,8 +237,8 @@ def predict_ray(
     rid = shards.run_id(checkpoint)
     plain, manifests = split_inputs(inputs, cfg.path_column)
     keep = [checkpoint, *(m.path for m in manifests)]
-    out = shards.check_output(output_dir, rid, cfg.overwrite, plain, keep)
-    run_info = {"run_id": rid, "checkpoint": os.path.abspath(checkpoint)}
+    out = shards.check_output(output_dir, rid, cfg.overwrite, plain, keep, maps=cfg.maps)
+    run_info = {"run_id": rid, "checkpoint": os.path.abspath(checkpoint), "maps": cfg.maps}
     method = detector.info.run.method
     writer = {
         "output_dir": str(out),

@@ -66,14 +66,16 @@ def check_output(
     overwrite: bool,
     inputs: Sequence[str | Path],
     keep: Sequence[str | Path] = (),
+    maps: bool = False,
 ) -> Path:
     """OUT, checked before any work and left untouched: refused when it is a file, unwritable,
     inside an input folder, holding an input or a `keep` path (the checkpoint, manifests), or
-    holds anything but an earlier Ray run of the same checkpoint (the resume case) unless
+    holds anything but an earlier Ray run of the same checkpoint and the same `maps` setting
+    (the resume case: rows it skips would otherwise lack or carry maps unlike the rest) unless
     --overwrite."""
     out = check_output_dir(path, overwrite=True, inputs=list(inputs), protect=keep)
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        earlier = _read_run_file(out)
+        earlier, earlier_maps = _read_run_file(out)
         if earlier is None:
             raise AnomedError(
                 f"--output {path}: folder is not empty and holds no earlier `--engine ray` run "
@@ -84,6 +86,13 @@ def check_output(
                 f"--output {path}: holds results of another checkpoint (run id {earlier}; "
                 f"this checkpoint is {rid}), which a resume would mix. Fix: pick another "
                 "--output, or pass --overwrite to replace them."
+            )
+        if earlier_maps is not None and earlier_maps != maps:
+            given, before = ("with", "without") if maps else ("without", "with")
+            raise AnomedError(
+                f"--output {path}: the earlier run there was {before} --maps; resuming {given} "
+                "it would leave the rows already done unlike the new ones. Fix: repeat the "
+                "earlier setting, pick another --output, or pass --overwrite."
             )
     return out
 
@@ -104,11 +113,14 @@ def clear_attempts(out: Path) -> None:
     shutil.rmtree(out / ATTEMPTS, ignore_errors=True)
 
 
-def _read_run_file(out: Path) -> str | None:
+def _read_run_file(out: Path) -> tuple[str | None, bool | None]:
+    """The earlier run's id and its --maps setting (None: not recorded)."""
     try:
-        return str(json.loads((out / RUN_FILE).read_text())["run_id"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+        record = json.loads((out / RUN_FILE).read_text())
+        maps = record.get("maps")
+        return str(record["run_id"]), maps if isinstance(maps, bool) else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None, None
 
 
 def shard_paths(out: Path) -> list[Path]:
