@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -84,11 +85,17 @@ def _class_items(folder: Path, label: int) -> list[_Item]:
             masks.setdefault(match["stem"], []).append(path)
         elif path.parent != image_dir:  # a mask folder file named like its image
             masks.setdefault(path.stem, []).append(path)
+    images = [p for p in _images(image_dir) if not _MASK.match(p.stem)]
+    by_stem = Counter(p.stem for p in images)
     items = []
-    for image in _images(image_dir):
-        if _MASK.match(image.stem):
-            continue
+    for image in images:
         found = sorted(masks.get(image.stem, []), key=lambda p: (len(p.stem), p.stem))
+        if found and by_stem[image.stem] > 1:
+            twins = sorted(p.name for p in images if p.stem == image.stem)
+            raise AnomedError(
+                f"{image_dir}: images {', '.join(twins)} share the stem {image.stem!r}, so "
+                f"{found[0].name} could belong to either. Fix: rename one image (and its masks)."
+            )
         items.append(_Item(image, label, found, folder.name))
     return items
 
