@@ -241,8 +241,10 @@ def predict_run(
     out = check_output_dir(output_dir, overwrite, inputs=list(inputs), protect=[checkpoint])
     files, volumes, problems, excluded = collect_inputs(inputs)
     if not files and not volumes:
-        detail = "; ".join(f"{display_path(p)}: {why}" for p, why in problems) or "nothing given"
-        raise AnomedError(f"no images to score ({detail}). Fix: pass image files or folders.")
+        if not problems:
+            raise AnomedError("no images to score: none given. Fix: pass image files or folders.")
+        detail = "; ".join(f"{display_path(p)}: {why}" for p, why in problems)
+        raise AnomedError(f"no images to score. {detail}")  # each problem says its own fix
     detector = _load(checkpoint, runtime, device, batch_size, compile_backbone)
     clear_dir(out)
     report = PredictReport(out, excluded=excluded)
