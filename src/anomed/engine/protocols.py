@@ -56,7 +56,7 @@ def zero_shot_leave_one_out(
     published: dict[str, str] = {}  # dataset folder -> class name (real datasets only)
     for target in datasets:
         run = copy.deepcopy(cfg)
-        run.data.root, run.data.k, run.data.k_abnormal = str(target), 0, 0
+        run.data.root = str(target)  # k = 0 for train_roots runs: prepare_run sets it
         run.data.train_roots = [str(d) for d in datasets if d != target]
         for key, value in METHODS.get(cfg.method).zero_shot_args.items():
             run.method_args.setdefault(key, value)
