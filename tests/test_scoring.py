@@ -55,3 +55,16 @@ def test_harmonic_aggregation_by_hand():
     torch.testing.assert_close(
         harmonic_mean([torch.tensor(0.5), torch.tensor(0.25)]), torch.tensor(2 / 6)
     )
+
+
+def test_set_minmax_keeps_a_nan_visible():
+    """MVFA's min-max turned a set holding one NaN into all zeros: a threshold was calibrated
+    on them and every image read "normal"."""
+    import numpy as np
+
+    from anomed.scoring import set_minmax
+
+    assert np.allclose(set_minmax(np.array([1.0, 3.0, 2.0])), [0.0, 1.0, 0.5])
+    assert not set_minmax(np.full(3, 7.0)).any()  # a constant set -> 0
+    assert np.isnan(set_minmax(np.array([1.0, np.nan, 2.0]), 1e-4)).all()
+    assert np.isnan(set_minmax(np.array([1.0, np.inf]))).all()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -114,3 +115,15 @@ def harmonic_mean(values: Sequence[Tensor], eps: float = 1e-6) -> Tensor:
     """Element-wise harmonic mean of equally shaped tensors."""
     inv = torch.stack([1.0 / v.clamp_min(eps) for v in values])
     return len(values) / inv.sum(dim=0)
+
+
+def set_minmax(x: np.ndarray, eps: float = 0.0) -> np.ndarray:
+    """(x - min) / (max - min + eps) over a whole evaluated set, float32; a constant set -> 0.
+
+    Any non-finite value makes the set's scale undefined: every output is NaN then (so the run
+    reports an error), never a plausible-looking 0."""
+    x = np.asarray(x, dtype=np.float32)
+    if not np.isfinite(x).all():
+        return np.full_like(x, np.nan)
+    span = float(x.max() - x.min()) + eps
+    return (x - x.min()) / span if span > 0 else np.zeros_like(x)

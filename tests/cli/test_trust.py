@@ -193,6 +193,25 @@ def test_supervised_run_reports_k_and_abnormal_shots_apart(tmp_path):
     assert "at 0.5" not in text
 
 
+def test_test_set_normalised_scores_get_no_calibrated_decisions(tmp_path):
+    """MVFA's reference preset min-maxes the scores over the test set; the threshold came
+    from validation's min-max, so its decisions on the test set were on another scale."""
+    from anomed.data.phantoms.organs import BmadPhantomConfig, write_bmad_phantoms
+
+    cfg = BmadPhantomConfig(organs=("liver",), n_valid=(4, 4), n_test=(3, 3), size=64)
+    (folder,) = write_bmad_phantoms(tmp_path / "b", cfg)
+    out = tmp_path / "r"
+    argv = ["--epochs", "1", "--set", "data.n_val=1", "--preset", "reference", "--eval"]
+    assert _train(folder, out, *argv, method="mvfa") == 0
+    report = next((out / "eval").glob("*"))
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["scores_relative_to_test_set"] and metrics["threshold"] is not None
+    assert metrics["acc_calibrated"] is None and metrics["f1_calibrated"] is None
+    assert "does not apply" in (report / "metrics.md").read_text()
+    rows = (report / "scores.csv").read_text().splitlines()[1:]
+    assert rows and all(row.endswith(",") for row in rows)  # no decision column values
+
+
 def test_probability_methods_keep_the_papers_rule(checkpoint, tmp_path):
     assert main(["-q", "eval", str(checkpoint), "-o", str(tmp_path / "e")]) == 0
     assert "acc_0.5" in json.loads((tmp_path / "e" / "metrics.json").read_text())

@@ -26,6 +26,9 @@ class EvalResult:
     maps: np.ndarray  # (N, H, W) float16, to bound memory on large test sets
     masks: np.ndarray  # (N, H, W) bool
     has_mask: np.ndarray  # (N,) bool
+    # scores rescaled over this very set (finalize_test, e.g. the references' test-set min-max):
+    # a threshold calibrated on another set does not apply to them
+    set_relative: bool = False
 
 
 @torch.no_grad()
@@ -68,6 +71,7 @@ def run_batches(
         maps=np.asarray(final_maps).astype(np.float16),
         masks=np.concatenate(masks),
         has_mask=np.concatenate(has),
+        set_relative=bool(parts),
     )
     result.metrics = _metrics(result)
     return result

@@ -100,6 +100,8 @@ def write_eval_report(
     """metrics.json, metrics.md, scores.csv, heatmaps.png and roc.png in `out`."""
     label = label or describe_backbone(info)
     cal = info.calibration
+    # the threshold is on validation's scale; set-relative test scores have another one
+    threshold = None if result.set_relative else cal.threshold
     probabilities = METHODS.get(info.run.method).probability_scores
     k, k_abnormal = shots_of(info)
     payload = {
@@ -118,7 +120,8 @@ def write_eval_report(
         "n_pixel_images": int(result.has_mask.sum()) if splits.has_masks else 0,
         "threshold": cal.threshold,
         "target_fpr": cal.target_fpr,
-        **decision_metrics(result.labels, result.scores, cal.threshold, "calibrated"),
+        "scores_relative_to_test_set": result.set_relative,
+        **decision_metrics(result.labels, result.scores, threshold, "calibrated"),
         "seconds": round(seconds, 2),
     }
     if probabilities:
@@ -129,9 +132,9 @@ def write_eval_report(
         rows.update(published_rows(info.run.method, k, info.class_name, splits.name))
     text = format_metrics_table(rows) + "\n\n" + _decisions_text(payload, probabilities) + "\n"
     write_text(out / "metrics.md", text)
-    write_text(out / "scores.csv", _scores_csv(result, splits, cal.threshold))
+    write_text(out / "scores.csv", _scores_csv(result, splits, threshold))
     save_roc_curve(out / "roc.png", result.labels, result.scores, title=_roc_title(splits, info))
-    _write_grid(out / "heatmaps.png", result, splits, cal)
+    _write_grid(out / "heatmaps.png", result, splits, cal, threshold)
 
 
 def _decisions_text(payload: dict, probabilities: bool) -> str:
@@ -143,6 +146,13 @@ def _decisions_text(payload: dict, probabilities: bool) -> str:
     )
     if payload["threshold"] is None:
         decided = "No calibrated threshold (saved without validation data): no yes/no decisions."
+    elif payload.get("scores_relative_to_test_set"):
+        decided = (
+            "Scores are min-max normalised over this test set (normalization: test, the "
+            "reference's protocol), so the threshold calibrated on validation does not apply: "
+            "no yes/no decisions here (anomed predict scores single images on validation's "
+            "scale and decides)."
+        )
     elif payload["acc_calibrated"] is None:
         decided = (
             f"Decisions at the calibrated threshold {payload['threshold']:.4f}: accuracy and F1 "
@@ -192,7 +202,9 @@ def _roc_title(splits: DatasetSplits, info: CheckpointInfo) -> str:
     )
 
 
-def _write_grid(path: Path, result: EvalResult, splits: DatasetSplits, cal) -> None:
+def _write_grid(
+    path: Path, result: EvalResult, splits: DatasetSplits, cal, threshold: float | None
+) -> None:
     pick = _grid_picks(result.labels, result.scores)
     if not pick:
         return
@@ -206,7 +218,7 @@ def _write_grid(path: Path, result: EvalResult, splits: DatasetSplits, cal) -> N
         else None,
         scores=[float(result.scores[i]) for i in pick],
         labels=[int(result.labels[i]) for i in pick],
-        decisions=[decide(float(result.scores[i]), cal.threshold) for i in pick],
+        decisions=[decide(float(result.scores[i]), threshold) for i in pick],
         names=[splits.test[i].image.name for i in pick],
         vmin=cal.map_min,
         vmax=cal.map_max,

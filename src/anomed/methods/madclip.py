@@ -41,7 +41,7 @@ from anomed.methods.base import METHODS, AnomalyOutput, LabelledShotsMethod, Met
 from anomed.prompts import PromptLearner, PromptSet, encode_fixed_prompts, organ_word
 from anomed.prompts.ensemble import NORMAL_STATES
 from anomed.prompts.learnable import ContextMode, PromptMean, TextAttention, context_shape
-from anomed.scoring import MapOrder, class_maps
+from anomed.scoring import MapOrder, class_maps, set_minmax
 
 NORMAL_WORDS = (
     "flawless",
@@ -342,14 +342,9 @@ class MadCLIP(LabelledShotsMethod):
         reference does for its map and its detection score."""
         if self.cfg.normalization != "test" or not parts:
             return maps, scores
-        amap = _minmax(parts["map"], 1e-4)
+        amap = set_minmax(parts["map"], 1e-4)
         score = amap.reshape(len(amap), -1).max(1) if bool(self.seg_task) else None
-        return amap, score if score is not None else _minmax(parts["det"], 1e-4)
+        return amap, score if score is not None else set_minmax(parts["det"], 1e-4)
 
     def forward(self, images: Tensor) -> AnomalyOutput:
         return self.forward_features(self.frozen_features(images), images.shape[-2:])
-
-
-def _minmax(x: np.ndarray, eps: float) -> np.ndarray:
-    x = x.astype(np.float32)
-    return (x - x.min()) / (float(x.max() - x.min()) + eps)

@@ -34,7 +34,14 @@ from anomed.memory_bank import MemoryBank, banks_state, split_banks_state
 from anomed.methods.base import METHODS, AnomalyOutput, LabelledShotsMethod, MethodConfig
 from anomed.prompts import encode_fixed_prompts, organ_word
 from anomed.prompts.ensemble import ensemble_texts
-from anomed.scoring import MapOrder, class_maps, patch_text_logits, tokens_to_grid, upsample
+from anomed.scoring import (
+    MapOrder,
+    class_maps,
+    patch_text_logits,
+    set_minmax,
+    tokens_to_grid,
+    upsample,
+)
 
 # Rows of the `stats` buffer: (low, high) of each score, fixed on validation data.
 TEXT_MAP, BANK_MAP, TEXT_DET, BANK_DET = range(4)
@@ -273,7 +280,7 @@ class MVFA(LabelledShotsMethod):
         if self.cfg.normalization == "val" or not parts:
             return maps, scores
         normed = {
-            row: torch.from_numpy(_minmax(parts[name]))
+            row: torch.from_numpy(set_minmax(parts[name]))
             for row, name in PART_NAMES.items()
             if name in parts
         }
@@ -289,10 +296,3 @@ class MVFA(LabelledShotsMethod):
         banks, rest = split_banks_state(state, ["bank_seg", "bank_det"])
         self.bank_seg, self.bank_det = banks["bank_seg"], banks["bank_det"]
         super().load_trainable_state_dict(rest)
-
-
-def _minmax(x: np.ndarray, eps: float = 0.0) -> np.ndarray:
-    """(x - min) / (max - min + eps) over the whole array, float32 (a constant array -> 0)."""
-    x = x.astype(np.float32)
-    span = float(x.max() - x.min()) + eps
-    return (x - x.min()) / span if span > 0 else np.zeros_like(x)
