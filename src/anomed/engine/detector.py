@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import torch
 
+from anomed.config import Positive, coerce
 from anomed.data.datasets import resize_image
 from anomed.data.io import MIN_SIDE, check_pixels, read_image
 from anomed.engine.checkpoint import CheckpointInfo, load_checkpoint
@@ -227,8 +228,7 @@ def load_detector(
     compile_backbone: bool = False,
 ) -> Detector:
     """Load a checkpoint folder written by `anomed train` as a warm `Detector`."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise AnomedError(f"batch_size {batch_size!r}: expected a whole number >= 1")
+    batch_size = coerce(Positive, batch_size, "batch_size")
     dev = resolve_device(device)
     method, info = load_checkpoint(run, dev)
     if compile_backbone:

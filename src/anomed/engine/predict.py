@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from anomed.config import coerce
+from anomed.config import Positive, coerce
 from anomed.data.io import is_image_file
 from anomed.data.volumes import find_volumes, is_volume_path
 from anomed.engine.detector import Detector, Prediction, load_detector
@@ -231,8 +231,8 @@ def predict_run(
     anomed.export.dicom_out). Raises AnomedError before any work for a bad output folder or
     when nothing is scorable; with `strict`, after the run when any input failed (everything is
     still written)."""
-    coerce(int, batch_size, "--batch-size")
-    if not 1 <= batch_size <= MAX_BATCH:
+    batch_size = coerce(Positive, batch_size, "--batch-size")  # 16.0 -> 16
+    if batch_size > MAX_BATCH:
         raise AnomedError(
             f"--batch-size {batch_size}: must be between 1 and {MAX_BATCH} (a batch's images "
             "are held in memory together). Fix: pass e.g. --batch-size 16."

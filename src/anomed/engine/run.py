@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from anomed.backbone import load_backbone
-from anomed.config import RunConfig, coerce, from_dict, to_dict
+from anomed.config import Positive, RunConfig, coerce, from_dict, to_dict
 from anomed.data.bmad import read_mvfa_shot_file
 from anomed.data.datasets import SampleDataset, SupportSet, load_support
 from anomed.data.layouts import LAYOUTS, load_dataset
@@ -350,9 +350,7 @@ def eval_run(
 ) -> tuple[EvalResult, Path]:
     """Evaluate a checkpoint on a dataset's test split (default: the dataset it was trained on)."""
     if batch_size is not None:
-        coerce(int, batch_size, "--batch-size")
-        if batch_size < 1:
-            raise AnomedError(f"--batch-size {batch_size}: must be at least 1")
+        batch_size = coerce(Positive, batch_size, "--batch-size")
     dev = resolve_device(device)
     method, info = load_checkpoint(checkpoint, dev)
     splits = eval_splits(info, data_root)
