@@ -162,7 +162,7 @@ class MadCLIP(LabelledShotsMethod):
         self.temperature = nn.Parameter(torch.ones(()), requires_grad=cfg.learn_temperature)
         self.bias = nn.Parameter(torch.zeros(()), requires_grad=cfg.learn_temperature)
         self.register_buffer("stats", torch.tensor([[0.0, 1.0]] * 2))
-        self._validation_features: tuple[tuple, dict[str, Tensor]] | None = None
+        self._validation_features: tuple[list, torch.device, dict[str, Tensor]] | None = None
         self.jitter_factors = (MADCLIP_BRIGHTNESS, MADCLIP_CONTRAST)
 
     def setup(
@@ -320,12 +320,13 @@ class MadCLIP(LabelledShotsMethod):
         """Fix the map and score ranges on the validation images (never on test data)."""
         if not self.validation:
             return
-        key = (id(self.validation), self.stats.device)  # frozen features: the same every pass
-        memo = self._validation_features
-        if memo is None or memo[0] != key:
+        memo = self._validation_features  # frozen features: the same every pass
+        # the list itself, not its id(): a new list after a second setup() may reuse the id
+        if memo is None or memo[0] is not self.validation or memo[1] != self.stats.device:
             images = collate(self.validation)["image"].to(self.stats.device)
-            memo = self._validation_features = (key, self.frozen_features(images))
-        amap, det = self.raw_scores(memo[1], self.validation[0]["image"].shape[-2:])
+            features = self.frozen_features(images)
+            memo = self._validation_features = (self.validation, self.stats.device, features)
+        amap, det = self.raw_scores(memo[2], self.validation[0]["image"].shape[-2:])
         self.fit_ranges({MAP: amap, DET: det})
 
     def forward_features(self, features: dict[str, Tensor], size: tuple[int, int]) -> AnomalyOutput:
