@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from anomed.data.datasets import SupportSet
@@ -61,3 +62,15 @@ def test_train_dataset_synthesizes_anomalies_on_normal_shots(tiny_backbone):
     assert all(it["label"] == int(it["mask"].sum() > 0) for it in items)
     again = method.train_dataset([support], seed=0)[0]
     assert torch.equal(item["image"], again["image"])
+
+
+def test_synthesis_tasks_are_checked_when_the_method_is_built():
+    """`synthesis: body` with the default tasks failed on 'identity' (a medsyn task); a typo in
+    `tasks` failed only inside a DataLoader worker, mid-training."""
+    from anomed.errors import AnomedError
+    from anomed.methods.mediclip import MediCLIPConfig, make_synthesizer
+
+    body = make_synthesizer(MediCLIPConfig(synthesis="body"))
+    assert body.identity_prob == 0.25 and len(body.tasks) == 3  # identity keeps its share
+    with pytest.raises(AnomedError, match="'bogus' is not a medsyn task"):
+        make_synthesizer(MediCLIPConfig(tasks=("cutpaste", "bogus")))

@@ -22,13 +22,14 @@ import torch
 from torch import Tensor
 
 from anomed.adapters import LinearAdapters
+from anomed.errors import AnomedError
 from anomed.losses import FocalFloor, dice_loss, focal_loss
 from anomed.methods.base import METHODS, AnomalyOutput, MethodConfig, SynthesisMethod
 from anomed.prompts import MEDICLIP_ABNORMAL, MEDICLIP_NORMAL, PromptLearner, PromptSet
 from anomed.prompts.learnable import ContextMode, PromptMean, TextAttention
 from anomed.scoring import class_maps, gaussian_smooth, patch_text_logits
 from anomed.synthesis import SYNTHESIS, AnomalySynthesizer, CutPaste
-from anomed.synthesis.medsyn import MedsynSynthesizer
+from anomed.synthesis.medsyn import MEDSYN_TASKS, MedsynSynthesizer
 
 
 @dataclass
@@ -55,7 +56,7 @@ class MediCLIPConfig(MethodConfig):
     # reference's recipe, one task per image among `tasks` (see anomed.synthesis.medsyn)
     synthesis: Literal["body", "medsyn"] = "medsyn"
     tasks: tuple[str, ...] = ("cutpaste", "gauss_intensity", "source", "identity")
-    identity_prob: float = 0.0  # "body": share of training items left normal
+    identity_prob: float = 0.0  # "body": share left normal (0: the share of "identity" in tasks)
     cutpaste_blend: Literal["poisson", "paste"] = "paste"
     source_alpha: Literal["uniform", "log_uniform"] = "log_uniform"  # "medsyn" only
     focal_floor: FocalFloor = "smooth"
@@ -165,10 +166,21 @@ class MediCLIP(SynthesisMethod):
 
 def make_synthesizer(cfg: MediCLIPConfig):
     """The training-anomaly recipe of a MediCLIP config (see `MediCLIPConfig.synthesis`)."""
+    known = MEDSYN_TASKS if cfg.synthesis == "medsyn" else (*SYNTHESIS.names(), "identity")
+    unknown = [t for t in cfg.tasks if t not in known]
+    if unknown or not cfg.tasks:
+        raise AnomedError(
+            f"method_args.tasks: {unknown[0] if unknown else 'none'!r} is not a {cfg.synthesis} "
+            f"task. Fix: choose from {', '.join(known)}."
+        )
     if cfg.synthesis == "medsyn":
         return MedsynSynthesizer(tuple(cfg.tasks), cfg.cutpaste_blend, cfg.source_alpha)
+    # "body": "identity" in `tasks` keeps its equal share of unchanged items, as in "medsyn"
+    drawn = [t for t in cfg.tasks if t != "identity"]
+    identity = cfg.identity_prob or (cfg.tasks.count("identity") / len(cfg.tasks))
+    if not drawn:
+        raise AnomedError("method_args.tasks: only 'identity'. Fix: add an anomaly task.")
     tasks = tuple(
-        CutPaste(blend=cfg.cutpaste_blend) if t == "cutpaste" else SYNTHESIS.get(t)()
-        for t in cfg.tasks
+        CutPaste(blend=cfg.cutpaste_blend) if t == "cutpaste" else SYNTHESIS.get(t)() for t in drawn
     )
-    return AnomalySynthesizer(tasks=tasks, identity_prob=cfg.identity_prob)
+    return AnomalySynthesizer(tasks=tasks, identity_prob=identity)

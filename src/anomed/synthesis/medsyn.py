@@ -29,21 +29,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-import cv2
 import numpy as np
 from scipy import ndimage
 
-from anomed.synthesis.cutpaste import poisson_blend
-from anomed.synthesis.perlin import perlin_noise
+from anomed.synthesis.cutpaste import paste, poisson_blend
+from anomed.synthesis.perlin import perlin_noise, rotate_zero_fill
 
 REFERENCE_SIDE = 224  # pixel sizes below are the reference's at this side
 MEDSYN_TASKS = ("cutpaste", "gauss_intensity", "source", "identity")
-
-
-def _rotate(patch: np.ndarray, degrees: float) -> np.ndarray:
-    h, w = patch.shape
-    matrix = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), degrees, 1.0)
-    return cv2.warpAffine(patch, matrix, (w, h), flags=cv2.INTER_LINEAR, borderValue=0.0)
 
 
 def perlin_patch(
@@ -53,7 +46,7 @@ def perlin_patch(
     box sides uniform in [lo, hi) of the image sides."""
     h, w = (int(rng.integers(round(bounds[0] * s), round(bounds[1] * s))) for s in side)
     for _ in range(200):
-        noise = _rotate(perlin_noise((h, w), 1, rng), rng.uniform(-90.0, 90.0))
+        noise = rotate_zero_fill(perlin_noise((h, w), 1, rng), rng.uniform(-90.0, 90.0))
         mask = noise > 0.3
         if mask.mean() >= 0.2:
             return mask
@@ -215,7 +208,7 @@ class MedsynSynthesizer:
         placed[_slices(corner, patch.shape)] = content
         if self.cutpaste_blend == "poisson":
             return poisson_blend(image, placed, region)
-        return np.where(region[..., None], placed, image).astype(np.float32), region
+        return paste(image, placed, region), region
 
     def gauss_intensity(self, image, rng, sources) -> tuple[np.ndarray, np.ndarray]:
         side = image.shape[:2]

@@ -46,7 +46,7 @@ def perlin_noise(
     return (np.sqrt(2.0) * (top + ty * (bottom - top))).astype(np.float32)
 
 
-def _rotate(noise: np.ndarray, degrees: float) -> np.ndarray:
+def rotate_zero_fill(noise: np.ndarray, degrees: float) -> np.ndarray:
     """Rotate about the centre, filling the uncovered corners with 0 (as DRAEM's imgaug Affine)."""
     height, width = noise.shape
     matrix = cv2.getRotationMatrix2D(((width - 1) / 2, (height - 1) / 2), degrees, 1.0)
@@ -80,7 +80,7 @@ def perlin_mask(
         sy, sx = 2 ** rng.integers(min_scale, max_scale, size=2)
         noise = perlin_noise(shape, (int(sy), int(sx)), rng)
         if rotate:
-            noise = _rotate(noise, rng.uniform(-90.0, 90.0))
+            noise = rotate_zero_fill(noise, rng.uniform(-90.0, 90.0))
         mask = noise > threshold
         if foreground is not None:
             mask &= foreground
