@@ -295,3 +295,14 @@ def _resize_nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize a bool (H, W) mask to size=(H, W) with nearest neighbour."""
     out = cv2.resize(mask.astype(np.uint8), (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
     return out.astype(bool)
+
+
+def shrink_to_side(image: np.ndarray, max_side: int) -> np.ndarray:
+    """(H, W[, C]) shrunk (area filter) so its longer side is at most `max_side`; smaller
+    images are returned as they are. Pictures of large scans stay bounded in memory."""
+    h, w = image.shape[:2]
+    if max(h, w) <= max_side:
+        return image
+    scale = max_side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)

@@ -15,13 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import cv2
 import numpy as np
 import torch
 
 from anomed.config import Positive, coerce
 from anomed.data.datasets import resize_image
-from anomed.data.io import MIN_SIDE, check_pixels, read_image
+from anomed.data.io import MIN_SIDE, check_pixels, read_image, shrink_to_side
 from anomed.engine.checkpoint import CheckpointInfo, load_checkpoint
 from anomed.engine.device import autocast, resolve_device
 from anomed.errors import AnomedError
@@ -33,13 +32,7 @@ DISPLAY_SIDE = 1024  # kept images (for pictures) are shrunk to this: memory sta
 
 def display_copy(image: np.ndarray, max_side: int = DISPLAY_SIDE) -> np.ndarray:
     """The image as float32, shrunk (area filter) so its longer side is at most `max_side`."""
-    image = np.asarray(image, np.float32)
-    h, w = image.shape[:2]
-    if max(h, w) <= max_side:
-        return image
-    scale = max_side / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return shrink_to_side(np.asarray(image, np.float32), max_side)
 
 
 @dataclass

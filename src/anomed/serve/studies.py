@@ -20,14 +20,14 @@ import numpy as np
 from PIL import Image
 
 from anomed.config import to_dict
-from anomed.data.io import read_image
+from anomed.data.io import read_image, shrink_to_side
 from anomed.data.volumes import normalize_volume, read_volume, slice_volume
 from anomed.engine.detector import Detector
 from anomed.engine.volumes import predict_volume
 from anomed.outputs import finite_or_none
 from anomed.serve.batching import BatchedDetector, MicroBatcher
 from anomed.serve.uploads import StagedFile
-from anomed.viz.overlay import _fit, heatmap_overlay, save_prediction_png
+from anomed.viz.overlay import heatmap_overlay, save_prediction_png
 
 MAX_SIDE = 1024  # pictures are drawn at most this large
 VIEW = "axial"
@@ -125,7 +125,7 @@ def _score_image(model: ServedModel, staged: StagedFile, folder: Path) -> dict[s
     prepared = det.prepare_image(image, staged.label)  # (S, S, 3)
     score, amap = model.batcher.submit(prepared).result()
     pred = det.result(staged.label, score, amap)
-    shown = _fit(image, MAX_SIDE)
+    shown = shrink_to_side(image, MAX_SIDE)
     _save_png(folder / "image.png", _gray8(shown))
     record: dict[str, Any] = {"width": shown.shape[1], "height": shown.shape[0]}
     if not pred.ok:

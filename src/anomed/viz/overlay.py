@@ -14,6 +14,8 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from PIL import Image
 
+from anomed.data.io import shrink_to_side
+
 MASK_COLOUR = (0, 255, 0)  # ground-truth outline, RGB
 
 
@@ -184,16 +186,6 @@ def save_heatmap_grid(
 MAX_OVERLAY_SIDE = 1024  # prediction pictures are drawn at most this large (bounded memory)
 
 
-def _fit(image: np.ndarray, max_side: int) -> np.ndarray:
-    """Shrink (H, W[, 3]) so its longer side is at most `max_side` (area filter)."""
-    h, w = image.shape[:2]
-    scale = max_side / max(h, w)
-    if scale >= 1:
-        return image
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-
-
 def _colour_bar(height: int, vmin: float, vmax: float, cmap: str, width: int = 18) -> np.ndarray:
     """A vertical colour bar (H, width + labels, 3) uint8 with its limits written beside it."""
     ramp = np.linspace(1, 0, height)[:, None].repeat(width, 1)
@@ -218,7 +210,7 @@ def save_prediction_png(
 ) -> Path:
     """The original and its heatmap overlay side by side, a colour bar and a header with the
     score, the decision and the threshold; drawn at most `max_side` pixels per panel."""
-    rgb = _fit(_as_rgb(image), max_side)
+    rgb = shrink_to_side(_as_rgb(image), max_side)
     amap = np.asarray(amap, dtype=np.float32)
     vmin, vmax = limits
     if vmin is None or vmax is None:
