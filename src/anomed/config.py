@@ -302,7 +302,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         if not sep or not key.strip():
             raise AnomedError(f"--set {item!r}: expected key=value, e.g. train.epochs=20")
         try:
-            value = _safe_yaml(raw, f"--set {key.strip()}")
+            value = safe_yaml(raw, f"--set {key.strip()}")
         except AnomedError:
             value = raw  # not YAML: the plain text (its field's type check decides)
         set_dotted(data, key.strip(), value)
@@ -332,7 +332,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise AnomedError(
             f"{path}: unreadable config ({exc}). Fix: save it as UTF-8 text."
         ) from exc
-    data = _safe_yaml(text, str(path))
+    data = safe_yaml(text, str(path))
     if not isinstance(data, dict):
         raise AnomedError(f"{path}: expected a mapping (key: value lines) at the top level")
     return data
@@ -351,7 +351,9 @@ class _NoAliasLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
-def _safe_yaml(text: str, where: str) -> Any:
+def safe_yaml(text: str, where: str) -> Any:
+    """YAML text parsed with the safe loader, anchors/aliases and deep nesting refused; any
+    failure is one AnomedError naming `where`."""
     try:
         return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:

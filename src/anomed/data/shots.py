@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from anomed.config import safe_yaml
 from anomed.data.sample import ABNORMAL, NORMAL, DatasetSplits, Sample
 from anomed.errors import AnomedError
 
@@ -87,12 +88,13 @@ def read_shot_list(path: str | Path, root: str | Path) -> ShotSplit:
     if not path.is_file():
         raise AnomedError(f"{path}: no such shot list. Fix: check the path.")
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
         raise AnomedError(
             f"{path}: not a valid YAML shot list ({type(exc).__name__}: {exc}). "
             "Fix: re-create the shot list."
         ) from None
+    doc = safe_yaml(text, str(path))
     if not isinstance(doc, dict) or not {"k", "seed", "shots", "val"} <= doc.keys():
         raise AnomedError(
             f"{path}: a shot list needs the keys k, seed, shots and val. "
