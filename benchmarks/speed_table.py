@@ -17,6 +17,7 @@ from pathlib import Path
 
 from anomed.backbone import BackboneConfig
 from anomed.engine.speed import SpeedConfig, run_speed
+from anomed.outputs import write_json, write_text
 
 # Issue 8's targets (H100, ViT-L-14 at 240 px, k = 16)
 TARGET_IMG_PER_S = 2500.0
@@ -98,9 +99,10 @@ def main() -> None:
 
 def save_table(out: Path, table: str, methods: list[str]) -> None:
     """table.md and every method's speed.json gathered in reports.json; the table printed."""
-    (out / "table.md").write_text(table + "\n")
-    reports = [json.loads((out / m / "speed.json").read_text()) for m in methods]
-    (out / "reports.json").write_text(json.dumps(reports, indent=1))
+    write_text(out / "table.md", table + "\n")
+    write_json(
+        out / "reports.json", [json.loads((out / m / "speed.json").read_text()) for m in methods]
+    )
     print(table)
 
 
