@@ -130,8 +130,9 @@ def cross_protocol(
                 f"image AUROC {_pct(metrics['image_auroc'])}"
             )
     tables = "\n\n".join(protocol_table(results, key) for key in ("pixel_auroc", "image_auroc"))
-    tables = f"{_label_of(checkpoint)}\n\n{tables}"
-    published = published_protocol_table(_method_of(checkpoint), cases_root)
+    label, method = _run_label(checkpoint)
+    tables = f"{label}\n\n{tables}"
+    published = published_protocol_table(method, cases_root)
     tables += f"\n\n{published}" if published else ""
     write_text(output / "cross_protocol.md", tables + "\n")
     write_json(output / "cross_protocol.json", results)
@@ -163,25 +164,18 @@ def _current_slices(cases_root: str | Path, sequence: str, view: str, data: Path
         write_json(record, source)
 
 
-def _label_of(checkpoint: str | Path) -> str:
-    """Which run the tables come from: method, preset, backbone (random-init said so)."""
+def _run_label(checkpoint: str | Path) -> tuple[str, str]:
+    """(label, method) of the run the tables come from: method, preset, backbone (random-init
+    said so); the bare path and "" when its config cannot be read."""
     from anomed.engine.checkpoint import read_checkpoint_info
 
     try:
         run = read_checkpoint_info(checkpoint).run
     except AnomedError:
-        return f"checkpoint {checkpoint}"
+        return f"checkpoint {checkpoint}", ""
     weights = run.backbone.pretrained or "random-init backbone"
-    return f"{run.method} [preset {run.preset}] / {run.backbone.model} ({weights}), {checkpoint}"
-
-
-def _method_of(checkpoint: str | Path) -> str:
-    from anomed.engine.checkpoint import read_checkpoint_info
-
-    try:
-        return read_checkpoint_info(checkpoint).run.method
-    except AnomedError:
-        return ""
+    label = f"{run.method} [preset {run.preset}] / {run.backbone.model} ({weights}), {checkpoint}"
+    return label, run.method
 
 
 def published_protocol_table(method: str, cases_root: str | Path) -> str:
