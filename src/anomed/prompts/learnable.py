@@ -120,7 +120,7 @@ class PromptLearner(nn.Module):
                 texts += rendered
                 classes += [c] * len(rendered)
         token_ids = backbone.tokenize(texts)  # (P, L)
-        placeholder_id = int(backbone.tokenize([PLACEHOLDER])[0, 1])
+        placeholder_id = backbone.placeholder_id(PLACEHOLDER)
         is_ctx = token_ids == placeholder_id
         if not bool((is_ctx.sum(dim=1) == prompts.n_ctx).all()):
             raise ValueError("a class word tokenizes into the context placeholder; rename it")
