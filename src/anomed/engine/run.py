@@ -45,6 +45,7 @@ from anomed.engine.reports import describe_run, write_eval_report
 from anomed.engine.train import FitResult, fit, resolve_schedule
 from anomed.errors import AnomedError
 from anomed.methods.base import (
+    backbone_refusal,
     METHODS,
     AnomalyMethod,
     create_method,
@@ -89,6 +90,7 @@ def validate_run_config(cfg: RunConfig) -> RunConfig:
     if cfg.data.layout != "auto":
         LAYOUTS.get(cfg.data.layout)
     method_config_dict(cfg.method, cfg.method_args, cfg.preset)
+    backbone_refusal(cfg.method, cfg.backbone.model)
     if METHODS.get(cfg.method).needs_shots and cfg.data.k < 1 and not cfg.data.train_roots:
         raise AnomedError(
             f"data.k: {cfg.method} needs at least one normal shot (k >= 1). Fix: pass --k 1 or "
