@@ -45,9 +45,9 @@ from anomed.engine.reports import describe_run, write_eval_report
 from anomed.engine.train import FitResult, fit, resolve_schedule
 from anomed.errors import AnomedError
 from anomed.methods.base import (
-    backbone_refusal,
     METHODS,
     AnomalyMethod,
+    backbone_refusal,
     create_method,
     method_config_dict,
     run_defaults,

@@ -13,7 +13,6 @@ from torch.utils.data import Dataset
 
 from anomed.backbone import FrozenCLIP
 from anomed.config import Bounds, from_dict
-from anomed.errors import AnomedError
 from anomed.data.datasets import (
     SupportSet,
     SynthesisDataset,
@@ -22,6 +21,7 @@ from anomed.data.datasets import (
     plain_items,
     synthetic_validation_set,
 )
+from anomed.errors import AnomedError
 from anomed.prompts.cache import TextCache
 from anomed.registry import Registry
 
