@@ -81,3 +81,17 @@ def test_the_text_model_config_may_sit_in_a_text_subfolder(tmp_path):
     shutil.move(tmp_path / "dl" / "config.json", tmp_path / "dl" / "text" / "config.json")
     bb = load_backbone(BackboneConfig(model=f"local-dir:{tmp_path / 'dl'}"))
     assert bb.text.kind == "hf-text"
+
+
+@pytest.mark.parametrize(
+    ("shape", "method"), [("anomed-tiny-siglip", "mediclip"), ("anomed-tiny-biomedclip", "mvfa")]
+)
+def test_anomed_train_runs_on_a_local_dir(shape, method, phantom_root, tmp_path):
+    from anomed.cli import main
+
+    write_download(tmp_path / "dl", shape)
+    args = ["-q", "train", "--data", str(phantom_root), "--model", f"local-dir:{tmp_path / 'dl'}"]
+    args += ["--method", method, "--k", "2", "--epochs", "1", "--image-size", "112"]
+    args += ["--abnormal-from-test", "--output", str(tmp_path / "run")]
+    assert main(args) == 0
+    assert (tmp_path / "run" / "config.yaml").is_file()
