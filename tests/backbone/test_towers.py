@@ -30,6 +30,8 @@ def test_the_shapes_are_what_their_configs_say(backbone):
     assert backbone.text_scoring == scoring and backbone.vision.has_class_token is cls
     assert backbone.text.causal is False  # BERT and SigLIP's text tower: bidirectional
     assert backbone.grid_size == (7, 7) and backbone.depth == 6
+    mean = {"softmax": 0.48145466, "sigmoid": 0.5}[scoring]  # OpenAI's, or SigLIP's 0.5
+    assert float(backbone.pixel_mean[0, 0]) == pytest.approx(mean)
 
 
 def test_global_image_features_equal_open_clips_encode_image(backbone):
