@@ -43,12 +43,30 @@ class SpeedConfig:
     adapt_batch_size: Positive | None = None  # None: the method's; 1 mimics the reference loops
     cache: tuple[bool, ...] = (True, False)  # feature cache on/off (side-adapter methods)
     compile: bool = False  # torch.compile the frozen blocks first
+    # cast the frozen backbone's weights to bf16 (bf16 rows only) instead of autocasting them
+    frozen_bf16: bool = False
     num_workers: Annotated[int, Bounds(0, 64)] = 0  # data-loading workers for the adaptation
     profile: bool = False  # add operator profiles of inference and of adaptation steps
     onnx: bool = False  # also time the exported ONNX graph under onnxruntime (fp32)
 
 
+def cast_matmul_weights(module: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Cast the weights of the matrix products (linear, conv, attention projections) to `dtype`
+    in place: autocast then stops re-casting them on every call. Norms, embeddings and biases
+    added outside a product keep their precision, so fp32 tokens still meet fp32 norms."""
+    for sub in module.modules():
+        if isinstance(sub, (torch.nn.Linear, torch.nn.Conv2d)):
+            sub.to(dtype)
+        elif isinstance(sub, torch.nn.MultiheadAttention):
+            for name in ("in_proj_weight", "in_proj_bias"):
+                param = getattr(sub, name, None)
+                if param is not None:
+                    param.data = param.data.to(dtype)
+
+
 def _precisions(cfg: SpeedConfig, device: torch.device) -> list[str]:
+    if cfg.frozen_bf16:  # bf16 weights need bf16 autocast around the trainable parts
+        return [p for p in cfg.precisions if p == "bf16" and uses_bf16(device, True)]
     return [p for p in cfg.precisions if p == "fp32" or uses_bf16(device, True)]
 
 
@@ -59,7 +77,10 @@ def inference_speed(method: AnomalyMethod, cfg: SpeedConfig, device: torch.devic
     rows = []
     for precision in cfg.precisions:
         if precision not in _precisions(cfg, device):
-            rows.append({"precision": precision, "skipped": f"bf16: GPU only ({CPU_BF16_ENV}=1)"})
+            why = f"bf16: GPU only ({CPU_BF16_ENV}=1)"
+            if precision == "fp32":
+                why = "fp32 rows need fp32 weights (frozen_bf16 is set)"
+            rows.append({"precision": precision, "skipped": why})
             continue
         for batch in cfg.batch_sizes:
             images = torch.rand(batch, 3, size, size, device=device)
@@ -162,6 +183,8 @@ def run_speed(cfg: SpeedConfig, output: str | Path | None = None) -> dict:
     METHODS.get(cfg.method)
     device = resolve_device(cfg.device)
     backbone = load_backbone(cfg.backbone, device)
+    if cfg.frozen_bf16:
+        cast_matmul_weights(backbone, torch.bfloat16)
     if cfg.compile:
         backbone.compile_blocks()
     method = create_method(cfg.method, backbone).to(device)
