@@ -125,9 +125,12 @@ def build_run_config(args: argparse.Namespace):
 
 def cmd_train(args: argparse.Namespace) -> None:
     from anomed.engine.run import train_run
+    from anomed.tracking import open_tracking
 
     cfg = build_run_config(args)
+    tracking = open_tracking(args.tracking)  # an unwritable store fails before training
     art = train_run(cfg, progress=not args.quiet, overwrite=args.overwrite)
+    run_id = tracking.train(art.output_dir)
     cal = art.info.calibration
     threshold = (
         "no threshold: saved uncalibrated"
@@ -139,7 +142,9 @@ def cmd_train(args: argparse.Namespace) -> None:
         f"{art.fit.selected_by}; {threshold})"
     )
     if args.eval:
-        _print_eval(*_eval(art.output_dir, None, None, args, overwrite=True))
+        result, out = _eval(art.output_dir, None, None, args, overwrite=True)
+        tracking.eval(out, art.output_dir, run_id)
+        _print_eval(result, out)
 
 
 def _eval(
@@ -214,7 +219,9 @@ def _print_eval(result, out: Path) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from anomed.engine.run import eval_run
+    from anomed.tracking import open_tracking
 
+    tracking = open_tracking(args.tracking)  # an unwritable store fails before the eval
     result = eval_run(
         Path(args.checkpoint),
         args.data,
@@ -226,6 +233,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         class_name=args.class_name or "",
         num_workers=args.num_workers,
     )
+    tracking.eval(result[1], Path(args.checkpoint))
     _print_eval(*result)
 
 
@@ -552,6 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(its pool serves only validation)",
     )
     p.add_argument("--eval", action="store_true", help="evaluate on the test split afterwards")
+    _add_tracking_option(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -577,6 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", help="auto, cpu, cuda")
     p.add_argument("--batch-size", type=int)
+    _add_tracking_option(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser(

@@ -24,7 +24,8 @@ import math
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -135,6 +136,18 @@ def git_commit() -> str | None:
     return commit if done.returncode == 0 and len(commit) == 40 else None
 
 
+def _silenced(fn: Callable) -> Callable:
+    """MLflow's and SQLAlchemy's deprecation chatter is not the user's business."""
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return fn(*args, **kwargs)
+
+    return call
+
+
 def _quiet_mlflow() -> None:
     for name in ("alembic", "mlflow", "sqlalchemy"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -146,6 +159,7 @@ class MlflowTracking(Tracking):
 
     enabled = True
 
+    @_silenced
     def __init__(self, uri: str, experiment: str = EXPERIMENT) -> None:
         try:
             from mlflow.tracking import MlflowClient
@@ -177,6 +191,7 @@ class MlflowTracking(Tracking):
 
     # ------------------------------------------------------------------ runs
 
+    @_silenced
     def _start(self, name: str, tags: dict[str, str], parent: str | None = None) -> str:
         tags = {**tags, "mlflow.runName": name}
         if parent:
@@ -184,6 +199,7 @@ class MlflowTracking(Tracking):
         run = self.client.create_run(self.experiment_id, tags=tags, run_name=name)
         return run.info.run_id
 
+    @_silenced
     def _log(
         self,
         run_id: str,
@@ -213,19 +229,22 @@ class MlflowTracking(Tracking):
             if (folder / name).is_file():
                 self.client.log_artifact(run_id, str(folder / name), under or None)
 
+    @_silenced
     def train(self, run_dir: Path) -> str | None:
-        config = _read_yaml(run_dir / "config.yaml")
+        config = _run_config(run_dir)
         run_id = self._start(f"train {run_dir.name}", run_tags(config))
         history = _read_json(run_dir / "history.json")
-        self._log(run_id, params=config, history=history if isinstance(history, list) else [])
+        history = history if isinstance(history, list) else []
+        self._log(run_id, params={**config, **_fit_params(run_dir)}, history=history)
         self._artifacts(run_id, run_dir, RUN_ARTIFACTS)
         self.client.set_terminated(run_id, "FINISHED")
         return run_id
 
+    @_silenced
     def eval(self, eval_dir: Path, run_dir: Path, run_id: str | None = None) -> None:
         metrics = _read_json(eval_dir / "metrics.json") or {}
         if run_id is None:
-            config = _read_yaml(run_dir / "config.yaml")
+            config = _run_config(run_dir)
             tags = run_tags(config, dataset=str(metrics.get("dataset") or ""))
             run_id = self._start(f"eval {run_dir.name} on {metrics.get('dataset', '?')}", tags)
             self._log(run_id, params=config)
@@ -254,11 +273,12 @@ class _MlflowGrid(GridRun):
     def __init__(self, tracking: MlflowTracking, run_id: str) -> None:
         self.t, self.run_id = tracking, run_id
 
+    @_silenced
     def cell(self, record: dict[str, Any], out: Path, resumed: bool = False) -> None:
         if not record:
             return
         folder = out / str(record.get("cell_dir", ""))
-        config = _read_yaml(folder / "config.yaml") or record.get("settings") or {}
+        config = _run_config(folder) or record.get("settings") or {}
         tags = run_tags(config, dataset=str(record.get("dataset", "")))
         tags.update({"anomed.status": str(record.get("status", "ok"))})
         if resumed:
@@ -279,6 +299,7 @@ class _MlflowGrid(GridRun):
         failed = record.get("status") == "failed"
         self.t.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
 
+    @_silenced
     def finish(self, out: Path, failures: list[dict[str, str]]) -> None:
         self.t.client.set_tag(self.run_id, "anomed.failed_cells", str(len(failures)))
         self.t._artifacts(self.run_id, out, GRID_ARTIFACTS)
@@ -348,6 +369,19 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+def _run_config(run_dir: Path) -> dict[str, Any]:
+    """The resolved run configuration saved with a checkpoint ({} if none)."""
+    saved = _read_yaml(run_dir / "config.yaml")
+    run = saved.get("run")
+    return run if isinstance(run, dict) else {}
+
+
+def _fit_params(run_dir: Path) -> dict[str, Any]:
+    """What training settled on: the schedule, the chosen epoch, the threshold."""
+    saved = _read_yaml(run_dir / "config.yaml")
+    return {k: saved[k] for k in ("fit", "calibration", "class_name") if k in saved}
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
