@@ -229,7 +229,7 @@ def failed_markdown(rows: Sequence[Row]) -> str:
     for r in failed:
         method = f"{r['method']} [{r['variant']}]" if r.get("variant") else str(r["method"])
         cells = [method, r["dataset"], r["k"], r["seed"], r.get("preset") or "", r.get("error")]
-        lines.append("| " + " | ".join(_md(str(c or "")) for c in cells) + " |")
+        lines.append("| " + " | ".join(_md("" if c is None else str(c)) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
