@@ -84,9 +84,7 @@ def test_ray_grid_equals_local_and_each_resumes_the_other(organs, tmp_path, monk
     assert _stamps(tmp_path / "ray") == stamps
 
 
-def test_killed_worker_leaves_no_partial_cell_and_rerun_runs_only_it(
-    organs, crash_dir, tmp_path
-):
+def test_killed_worker_leaves_no_partial_cell_and_rerun_runs_only_it(organs, crash_dir, tmp_path):
     out = tmp_path / "b"
     grid = _grid(organs, out, methods=["memorybank"], seeds=[0])
     (crash_dir / "crash").write_text("kill the first worker that finishes training a cell")
