@@ -107,3 +107,10 @@ def test_tracking_off_does_nothing_and_params_flatten():
         "method_args": "{}",
         "k": "[1, 2]",
     }
+
+
+def test_a_file_store_works_without_a_server(tmp_path):
+    uri = f"file:{tmp_path / 'mlruns'}"
+    tracking = open_tracking(uri)
+    assert tracking.enabled and (tmp_path / "mlruns").is_dir()
+    assert mlflow.MlflowClient(tracking_uri=uri).get_experiment_by_name(EXPERIMENT) is not None

@@ -172,6 +172,10 @@ class MlflowTracking(Tracking):
         if path is not None:
             _check_writable(uri, path)
         _quiet_mlflow()
+        if uri.startswith("file:") or (path is not None and not uri.startswith("sqlite:")):
+            # MLflow 3 keeps its file store in maintenance mode, behind this switch; the user
+            # chose a file store, so it is allowed (sqlite is the recommended local store)
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         self.uri = uri
         try:
             self.client = MlflowClient(tracking_uri=uri)

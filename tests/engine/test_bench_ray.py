@@ -106,3 +106,20 @@ def test_killed_worker_leaves_no_partial_cell_and_rerun_runs_only_it(organs, cra
     assert {p: after[p] for p in stamps} == stamps  # the finished cell was not run again
     assert len(after) == 2 and all(r["status"] == "ok" for r in _rows(out).values())
     (crash_dir / "crashed").unlink()
+
+
+def test_cli_ray_grid_with_tracking(organs, tmp_path, capsys):
+    from anomed.cli import main
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = tmp_path / "cli"
+    argv = ["-q", "bench", "run", "--grid", str(GRID), "--methods", "memorybank", "--seeds", "0"]
+    argv += ["--datasets", *(f"{k}={v}" for k, v in organs.items()), "-o", str(out)]
+    assert main([*argv, "--engine", "ray", "--cpus-per-cell", "1", "--tracking", uri]) == 0
+    assert "bench: 2/2 done, 0 running, 0 failed" in capsys.readouterr().out
+    mlflow = pytest.importorskip("mlflow")
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("anomed").experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1 and len(runs) == 3
+    assert {r.data.tags["dataset"] for r in runs if r not in parents} == {"brain", "liver"}
