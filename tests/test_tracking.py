@@ -13,20 +13,35 @@ mlflow = pytest.importorskip("mlflow")
 from anomed.cli import main  # noqa: E402
 from anomed.engine.bench import BenchConfig, run_bench  # noqa: E402
 from anomed.errors import AnomedError  # noqa: E402
-from anomed.tracking import EXPERIMENT, NO_TRACKING, flatten, open_tracking  # noqa: E402
+from anomed.tracking import (  # noqa: E402
+    EXPERIMENT,
+    NO_TRACKING,
+    MlflowTracking,
+    flatten,
+    open_tracking,
+)
 
 
-def _client(uri):
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """One sqlite store for the module (creating its tables takes seconds); each test logs
+    into its own experiment."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    open_tracking(uri)
+    return uri
+
+
+def _client(uri, experiment=EXPERIMENT):
     client = mlflow.MlflowClient(tracking_uri=uri)
-    return client, client.get_experiment_by_name(EXPERIMENT).experiment_id
+    return client, client.get_experiment_by_name(experiment).experiment_id
 
 
 def _artifacts(client, run_id, path=""):
     return sorted(a.path for a in client.list_artifacts(run_id, path))
 
 
-def test_train_and_eval_runs_read_back(checkpoint, tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_train_and_eval_runs_read_back(checkpoint, store, tmp_path):
+    uri = store
     out = tmp_path / "eval"
     assert main(["-q", "eval", str(checkpoint), "-o", str(out), "--tracking", uri]) == 0
     tracking = open_tracking(uri)
@@ -53,8 +68,8 @@ def test_train_and_eval_runs_read_back(checkpoint, tmp_path):
     assert train.info.status == "FINISHED"
 
 
-def test_bench_grid_is_a_parent_run_with_a_child_per_cell(phantom_root, tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_bench_grid_is_a_parent_run_with_a_child_per_cell(phantom_root, store, tmp_path):
+    uri = store
     cfg = BenchConfig(
         methods=["memorybank"],
         datasets={"good": str(phantom_root), "empty": str(tmp_path / "empty")},
@@ -64,8 +79,9 @@ def test_bench_grid_is_a_parent_run_with_a_child_per_cell(phantom_root, tmp_path
         output=str(tmp_path / "bench"),
     )
     (tmp_path / "empty").mkdir()
-    run_bench(cfg, progress=False, log=lambda _: None, tracking=open_tracking(uri), report=True)
-    client, experiment = _client(uri)
+    tracking = MlflowTracking(uri, experiment="grid")
+    run_bench(cfg, progress=False, log=lambda _: None, tracking=tracking, report=True)
+    client, experiment = _client(uri, "grid")
     runs = client.search_runs([experiment])
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = {r.data.tags["dataset"]: r for r in runs if r not in [parent]}
