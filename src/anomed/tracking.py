@@ -337,7 +337,7 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
 
 @functools.lru_cache(maxsize=1)
 def _version() -> str:
-    from anomed import __version__
+    from anomed._version import __version__
 
     return __version__
 
