@@ -83,8 +83,8 @@ def _local_path(uri: str) -> Path | None:
     """The file or folder of a local store URI (file:, sqlite:, a bare path); None if remote."""
     parsed = urlparse(uri)
     if parsed.scheme == "sqlite":
-        path = uri.split(":///", 1)[1] if ":///" in uri else ""
-        return Path("/" + path if uri.startswith("sqlite:////") else path) if path else None
+        path = uri.split(":///", 1)[1] if ":///" in uri else ""  # sqlite:////abs, sqlite:///rel
+        return Path(path) if path and path != ":memory:" else None
     if parsed.scheme == "file":
         return Path(unquote(parsed.path))
     if parsed.scheme == "" or len(parsed.scheme) == 1:  # a plain path (or C:\...)
