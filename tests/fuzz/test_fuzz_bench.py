@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import csv
 
-from fuzz_helpers import names_a_fix, run_cli
+from fuzz_helpers import assert_clean_error, names_a_fix, run_cli
 
 RAN_WITH_FAILURES = 3
 
@@ -47,3 +47,12 @@ def test_only_an_empty_dataset(tmp_path):
     empty.mkdir()
     out = tmp_path / "b"
     _assert_failure_reported(_bench(out, f"empty={empty}"), out, empty)
+
+
+def test_ray_flags_without_ray_and_a_bad_address_are_one_line(phantom_root, tmp_path):
+    argv = ["-q", "bench", "run", "--methods", "memorybank", "--datasets", f"p={phantom_root}"]
+    argv += ["--ks", "2", "--seeds", "0", "-o", tmp_path / "b"]
+    assert_clean_error(run_cli([*argv, "--retries", "3"]), "--retries", "--engine ray")
+    bad = run_cli([*argv, "--engine", "ray", "--address", "not an address"])
+    assert_clean_error(bad, "address", "ray://", fix=False)
+    assert not (tmp_path / "b").exists()

@@ -78,13 +78,16 @@ def cmd_bench_run(args: argparse.Namespace) -> int:
 
 def _engine(args: argparse.Namespace):  # noqa: ANN202 (an anomed.engine.bench.Engine or None)
     """None (cells in this process) or the Ray engine with the flags' placement."""
+    options = {"address": args.address, "gpus_per_cell": args.gpus_per_cell}
+    options |= {"cpus_per_cell": args.cpus_per_cell, "retries": args.retries}
     if args.engine != "ray":
+        given = [f"--{k.replace('_', '-')}" for k, v in options.items() if v is not None]
+        if given:
+            raise AnomedError(f"{given[0]} places cells on Ray. Fix: add --engine ray.")
         return None
     from anomed.config import from_dict
     from anomed.ray.bench import RayBenchConfig, ray_engine
 
-    options = {"address": args.address, "gpus_per_cell": args.gpus_per_cell}
-    options |= {"cpus_per_cell": args.cpus_per_cell, "retries": args.retries}
     ray_cfg = from_dict(RayBenchConfig, {k: v for k, v in options.items() if v is not None})
     return ray_engine(ray_cfg, progress=not args.quiet)
 
