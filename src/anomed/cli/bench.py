@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from anomed.cli.options import subparsers
-from anomed.errors import AnomedError
+from anomed.cli.options import add_tracking_option, subparsers
+from anomed.errors import AnomedError, display_text
 
 
 def cmd_bench_speed(args: argparse.Namespace) -> None:
@@ -39,8 +40,14 @@ def cmd_bench_speed(args: argparse.Namespace) -> None:
     print(f"full report: {Path(args.output) / 'speed.json'}")
 
 
-def cmd_bench_run(args: argparse.Namespace) -> None:
-    from anomed.engine.bench import load_bench_config, run_bench
+BENCH_FAILED = 3  # exit status of a bench whose grid ran but some cells failed
+
+
+def cmd_bench_run(args: argparse.Namespace) -> int:
+    """Exit 0: every cell finished; 3: the grid ran, some cells failed (rows with status
+    'failed' in results.csv, shown in tables.md and report.html); 2: nothing ran (bad input)."""
+    from anomed.engine.bench import failures, load_bench_config, run_bench
+    from anomed.tracking import open_tracking
 
     datasets = None
     if args.datasets:
@@ -48,29 +55,56 @@ def cmd_bench_run(args: argparse.Namespace) -> None:
         if any(not sep for _, sep, _ in pairs):
             raise AnomedError("--datasets takes NAME=ROOT pairs, e.g. busi=../shared/data/busi")
         datasets = {name: root for name, _, root in pairs}
-    cfg = load_bench_config(
-        args.config,
-        {
-            "methods": args.methods,
-            "datasets": datasets,
-            "ks": args.ks,
-            "seeds": args.seeds,
-            "epochs": args.epochs,
-            "image_size": args.image_size,
-            "model": args.model,
-            "pretrained": args.pretrained,
-            "preset": args.preset,
-            "batch_size": args.batch_size,
-            "abnormal_from_test": args.abnormal_from_test,
-            "output": args.output,
-        },
-    )
-    out = run_bench(cfg, progress=not args.quiet)
-    from anomed.viz.report import write_report
-
-    report = write_report(out)
+    keys = ("methods", "ks", "seeds", "epochs", "image_size", "model", "pretrained", "preset")
+    keys += ("batch_size", "abnormal_from_test", "output")
+    given = {key: getattr(args, key) for key in keys}
+    cfg = load_bench_config(args.config, {**given, "datasets": datasets})
+    tracking = open_tracking(args.tracking)  # an unwritable store fails here, before any cell
+    out = run_bench(cfg, not args.quiet, engine=_engine(args), tracking=tracking, report=True)
     print((out / "tables.md").read_text().rstrip())
-    print(f"results.csv, tables.md, plots/ and {report.name} in {out}")
+    print(f"results.csv, tables.md, plots/ and report.html in {out}")
+    failed = failures(out)
+    if not failed:
+        return 0
+    first = failed[0]
+    where = f"{first['method']} {first['dataset']} k={first['k']} seed={first['seed']}"
+    print(
+        f"anomed: {len(failed)} cells failed (status 'failed' in results.csv; listed in "
+        f"tables.md and report.html); the first, {where}: {display_text(first['error'])}",
+        file=sys.stderr,
+    )
+    return BENCH_FAILED
+
+
+def _engine(args: argparse.Namespace):  # noqa: ANN202 (an anomed.engine.bench.Engine or None)
+    """None (cells in this process) or the Ray engine with the flags' placement."""
+    options = {"address": args.address, "gpus_per_cell": args.gpus_per_cell}
+    options |= {"cpus_per_cell": args.cpus_per_cell, "retries": args.retries}
+    if args.engine != "ray":
+        given = [f"--{k.replace('_', '-')}" for k, v in options.items() if v is not None]
+        if given:
+            raise AnomedError(f"{given[0]} places cells on Ray. Fix: add --engine ray.")
+        return None
+    from anomed.config import from_dict
+    from anomed.ray.bench import RayBenchConfig, ray_engine
+
+    ray_cfg = from_dict(RayBenchConfig, {k: v for k, v in options.items() if v is not None})
+    return ray_engine(ray_cfg, progress=not args.quiet)
+
+
+def _add_grid_options(p: argparse.ArgumentParser) -> None:
+    """bench run: the engine that runs the cells, and tracking."""
+    p.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local: cells one after another here (default); ray: each cell a Ray task",
+    )
+    p.add_argument("--address", help="ray: auto (the cluster on this machine) or ray://HEAD:10001")
+    p.add_argument("--gpus-per-cell", type=float, help="ray: GPUs per cell (default 1 if any)")
+    p.add_argument("--cpus-per-cell", type=float, help="ray: CPUs per cell (default 1)")
+    p.add_argument("--retries", type=int, help="ray: reruns of a cell whose worker died (2)")
+    add_tracking_option(p)
 
 
 def register(sub) -> None:  # noqa: ANN001 (the `subparsers` group)
@@ -81,8 +115,15 @@ def register(sub) -> None:  # noqa: ANN001 (the `subparsers` group)
         "run",
         help="a grid of methods x datasets x k x seeds (resumable), "
         "with paper-style tables, plots and an HTML report",
+        epilog="exit status: 0 every cell finished; 3 the grid ran but some cells failed "
+        "(results.csv rows with status 'failed'); 2 bad input, nothing ran",
     )
-    p.add_argument("--config", help="grid YAML (keys of anomed.engine.bench.BenchConfig)")
+    p.add_argument(
+        "--grid",
+        "--config",
+        dest="config",
+        help="grid file: YAML with the keys of anomed.engine.bench.BenchConfig (flags win)",
+    )
     p.add_argument("--methods", nargs="+")
     p.add_argument("--datasets", nargs="+", metavar="NAME=ROOT")
     p.add_argument("--ks", type=int, nargs="+")
@@ -102,6 +143,7 @@ def register(sub) -> None:  # noqa: ANN001 (the `subparsers` group)
         "n_test and the protocol per row, and the tables say so",
     )
     p.add_argument("--output", "-o")
+    _add_grid_options(p)
     p.set_defaults(func=cmd_bench_run)
 
     p = bench_sub.add_parser("speed", help="throughput, latency, adaptation time, peak memory")

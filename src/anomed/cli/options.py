@@ -145,6 +145,16 @@ def add_ray_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_tracking_option(p: argparse.ArgumentParser) -> None:
+    """--tracking URI (train, eval, bench run): log to MLflow (anomed.tracking)."""
+    p.add_argument(
+        "--tracking",
+        metavar="URI",
+        help="log to MLflow (needs [tracking]): sqlite:///runs/mlflow.db, file:./mlruns, or a "
+        "server's http:// address",
+    )
+
+
 def add_quiet_option(p: argparse.ArgumentParser, default: object = False) -> None:
     """`--quiet/-q`, defined once: on the top-level parser and (via _quiet_parent) on every
     subcommand."""

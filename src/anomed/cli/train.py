@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from anomed.cli.options import add_run_options, build_run_config
+from anomed.cli.options import add_run_options, add_tracking_option, build_run_config
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     from anomed.engine.run import train_run
+    from anomed.tracking import open_tracking
 
     cfg = build_run_config(args)
+    tracking = open_tracking(args.tracking)  # an unwritable store fails before training
     art = train_run(cfg, progress=not args.quiet, overwrite=args.overwrite)
+    run_id = tracking.train(art.output_dir)
     cal = art.info.calibration
     threshold = (
         "no threshold: saved uncalibrated"
@@ -24,7 +27,9 @@ def cmd_train(args: argparse.Namespace) -> None:
         f"{art.fit.selected_by}; {threshold})"
     )
     if args.eval:
-        _print_eval(*_eval(art.output_dir, None, None, args, overwrite=True))
+        result, out = _eval(art.output_dir, None, None, args, overwrite=True)
+        tracking.eval(out, art.output_dir, run_id)
+        _print_eval(result, out)
 
 
 def _eval(
@@ -54,7 +59,9 @@ def _print_eval(result, out: Path) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from anomed.engine.run import eval_run
+    from anomed.tracking import open_tracking
 
+    tracking = open_tracking(args.tracking)  # an unwritable store fails before the eval
     result = eval_run(
         Path(args.checkpoint),
         args.data,
@@ -66,6 +73,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         class_name=args.class_name or "",
         num_workers=args.num_workers,
     )
+    tracking.eval(result[1], Path(args.checkpoint))
     _print_eval(*result)
 
 
@@ -87,6 +95,7 @@ def register(sub) -> None:  # noqa: ANN001 (the `subparsers` group)
         "(its pool serves only validation)",
     )
     p.add_argument("--eval", action="store_true", help="evaluate on the test split afterwards")
+    add_tracking_option(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -112,4 +121,5 @@ def register(sub) -> None:  # noqa: ANN001 (the `subparsers` group)
     )
     p.add_argument("--device", help="auto, cpu, cuda")
     p.add_argument("--batch-size", type=int)
+    add_tracking_option(p)
     p.set_defaults(func=cmd_eval)
