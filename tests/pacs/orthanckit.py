@@ -131,7 +131,15 @@ class Orthanc:
         """QIDO-RS series of a study, each as {keyword: first value}."""
         r = requests.get(
             f"{self.dicomweb}/studies/{study_uid}/series",
-            params=[("includefield", "Manufacturer"), ("includefield", "SeriesDescription")],
+            params=[
+                ("includefield", f)
+                for f in (
+                    "Manufacturer",
+                    "SeriesDescription",
+                    "Modality",
+                    "NumberOfSeriesRelatedInstances",
+                )
+            ],
             auth=self.auth,
             timeout=30,
         )

@@ -137,6 +137,7 @@ class PacsClient:
             session.auth = in_url if not user else (name, password)
         session.request = _with_timeout(session.request, timeout_s)  # type: ignore[method-assign]
         self._web = DICOMwebClient(url=self.url, session=session)
+        self._web.set_http_retry_params(retry=False)  # one backoff: ours (stop-aware)
 
     def __repr__(self) -> str:  # never the credentials
         return f"PacsClient({self.url!r})"
