@@ -19,9 +19,14 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import pydicom
-import requests
 
 from anomed.errors import AnomedError
+
+try:
+    import dicomweb_client  # noqa: F401
+    import requests
+except ImportError as exc:  # raised where the CLI turns it into one line
+    raise AnomedError(f"anomed pacs needs {exc.name}. Fix: pip install 'anomed[pacs]'.") from exc
 
 T = TypeVar("T")
 SERIES_FIELDS = (
