@@ -18,7 +18,7 @@ from pathlib import Path
 import pydicom
 
 from anomed.engine.detector import Detector
-from anomed.engine.volumes import predict_volume
+from anomed.engine.volumes import VolumePrediction, predict_volume
 from anomed.errors import AnomedError
 from anomed.export.dicom_out import fill_type2, is_projection, write_dicom_outputs
 from anomed.pacs.sr import ModelLabel, ScoredItem, write_sr
@@ -42,6 +42,7 @@ class ItemResult:
     seg: Path | None = None
     pmap: Path | None = None
     note: str | None = None
+    volume: VolumePrediction | None = None  # predict_volume's result (slice scores, CSV)
 
 
 @dataclass
@@ -106,7 +107,7 @@ def _dicom_kind(send: tuple[str, ...]) -> str | None:
 def score_item(detector: Detector, source: Path, out: Path, send: tuple[str, ...]) -> ItemResult:
     """`anomed predict SOURCE --dicom-out ...` for one input: score, map, SEG/PM."""
     vol = predict_volume(detector, source, out / "volumes")
-    item = ItemResult(source, vol.score, vol.decision, vol.map_path)
+    item = ItemResult(source, vol.score, vol.decision, vol.map_path, volume=vol)
     kind = _dicom_kind(send)
     if kind is not None:
         written = write_dicom_outputs(

@@ -16,6 +16,7 @@ loop waits `poll_s` and starts again. `stop` (Ctrl-C in the CLI) is honoured bet
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -55,6 +56,7 @@ class WatchConfig:
     max_attempts: int = 3
     stable_s: float = 2.0  # a series' instance count must hold this long before scoring
     keep_inputs: bool = False  # keep the retrieved instances after sending (PHI on disk)
+    review: bool = False  # also list results on `anomed serve --data-dir` (same folder)
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -175,7 +177,7 @@ class Watcher:
             )  # fmt: skip
         results = [
             {"source": str(i.source.relative_to(work)), "score": i.score, "decision": i.decision,
-             "note": i.note}
+             "note": i.note, "review": self._review(row, i)}
             for i in result.items
         ]  # fmt: skip
         self.ledger.update(
@@ -185,6 +187,19 @@ class Watcher:
         self.ledger.set_outputs(row["series_uid"], outputs)
         self.on_event("scored", series=row["series_uid"])
         return time.perf_counter() - t0
+
+    def _review(self, row: dict, item) -> str | None:
+        """The review worklist's study id for one scored input (with --review), else None.
+        A failure here is logged, never the series' failure: the PACS results stand."""
+        if not self.cfg.review or item.volume is None:
+            return None
+        from anomed.pacs.review import add_review_study
+
+        try:
+            return add_review_study(self.cfg.data_dir, self.detector, row, item.source, item.volume)
+        except (AnomedError, OSError, ValueError, sqlite3.Error) as exc:
+            self.log(f"series {row['series_uid']}: not listed for review: {exc}")
+            return None
 
     def _send(self, row: dict) -> float:
         """Store what the PACS does not hold yet (a restart after a partial send)."""
