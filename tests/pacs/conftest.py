@@ -68,7 +68,7 @@ def make_watcher(
     retry = cfg.pop("retry", RetryPolicy(tries=4, base_s=0.2, max_s=1.0))
     user = cfg.pop("user", ":".join(server.auth) if server.auth else None)
     client = PacsClient(server.dicomweb, user=user, retry=retry, on_retry=on_retry)
-    config = WatchConfig(data_dir=data_dir, once=True, stable_s=0, **cfg)
+    config = WatchConfig(data_dir=data_dir, **({"once": True, "stable_s": 0} | cfg))
     return Watcher(detector, client, config, log=log or (lambda line: None), on_event=on_event)
 
 

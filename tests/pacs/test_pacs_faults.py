@@ -197,3 +197,23 @@ def test_credentials_work_and_never_show(detector, tmp_path, sources):
         assert secret.encode() not in (tmp_path / "d" / "pacs-ledger.sqlite").read_bytes()
     finally:
         server.stop()
+
+
+def test_filters_and_a_series_still_arriving(detector, orthanc, sources, tmp_path):
+    """Modality, body part and description filters; a series is taken only once its instance
+    count has held for stable_s (here: never within the test, then at once)."""
+    orthanc.upload(sources["cr"] + sources["dx"])
+    watcher = make_watcher(detector, orthanc, tmp_path / "d", once=False, stable_s=3600)
+    assert watcher.discover() == 0 and watcher.ledger.all() == []  # first sighting: settling
+    watcher.cfg.stable_s = 0
+    watcher.cfg.modalities = ("DX",)
+    assert watcher.discover() == 1
+    assert [r["modality"] for r in watcher.ledger.all()] == ["DX"]
+    watcher.cfg.modalities = ()
+    watcher.cfg.description = "no such description"
+    assert watcher.discover() == 0
+    watcher.cfg.description, watcher.cfg.body_parts = "CHEST PHANTOM", ("HEAD",)
+    assert watcher.discover() == 0  # the films carry no BodyPartExamined
+    watcher.cfg.body_parts = ()
+    assert watcher.discover() == 1  # the CR series, matched by its description
+    watcher.close()

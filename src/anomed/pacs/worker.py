@@ -309,16 +309,18 @@ def _series_decision(items: list) -> str | None:
 
 
 def stop_on_signal(stop: threading.Event) -> Callable[[], None]:
-    """Ctrl-C sets `stop` (the worker finishes the series in hand); a second one interrupts.
-    Returns a function that puts the previous handler back."""
+    """Ctrl-C (SIGINT) or SIGTERM sets `stop`: the worker finishes the series in hand; a
+    second one interrupts. Returns a function that puts the previous handlers back."""
     import signal
 
-    previous = signal.getsignal(signal.SIGINT)
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.getsignal(s) for s in signals}
 
     def handler(signum, frame):
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
 
-    signal.signal(signal.SIGINT, handler)
-    return lambda: signal.signal(signal.SIGINT, previous)
+    for s in signals:
+        signal.signal(s, handler)
+    return lambda: [signal.signal(s, h) for s, h in previous.items()] and None
