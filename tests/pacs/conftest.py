@@ -12,7 +12,6 @@ from orthanckit import Orthanc
 from anomed.data.phantoms.chest import make_abnormal_chest_film, write_dicom_radiograph
 from anomed.data.phantoms.heads import VolumePhantomConfig, write_phantom_volumes
 from anomed.engine.detector import load_detector
-from anomed.pacs import PacsClient, RetryPolicy, WatchConfig, Watcher
 
 SHAPE = (24, 20, 16)  # small phantom head: quick to score, no two sides alike
 
@@ -59,19 +58,3 @@ def orthanc(tmp_path):
     server = Orthanc(tmp_path / "orthanc").start()
     yield server
     server.stop()
-
-
-def make_watcher(
-    detector, server: Orthanc, data_dir: Path, on_event=None, on_retry=None, log=None, **cfg
-) -> Watcher:
-    """A --once watcher on `server` with quick retries (the PACS tests' default)."""
-    retry = cfg.pop("retry", RetryPolicy(tries=4, base_s=0.2, max_s=1.0))
-    user = cfg.pop("user", ":".join(server.auth) if server.auth else None)
-    client = PacsClient(server.dicomweb, user=user, retry=retry, on_retry=on_retry)
-    config = WatchConfig(data_dir=data_dir, **({"once": True, "stable_s": 0} | cfg))
-    return Watcher(detector, client, config, log=log or (lambda line: None), on_event=on_event)
-
-
-def anomed_series(server: Orthanc, study_uid: str) -> list[dict]:
-    """The series anomed created in a study (QIDO), each with its instance count."""
-    return [s for s in server.series_of(study_uid) if s.get("Manufacturer") == "anomed"]

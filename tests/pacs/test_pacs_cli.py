@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pydicom
-from conftest import anomed_series
+from pacskit import anomed_series
 
 from anomed.cli import main
 

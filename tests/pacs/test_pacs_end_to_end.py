@@ -8,8 +8,8 @@ import json
 
 import numpy as np
 import pydicom
-from conftest import make_watcher
 from dicomweb_client.api import DICOMwebClient
+from pacskit import make_watcher
 
 from anomed.cli import main
 from anomed.pacs.ledger import Ledger

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from conftest import anomed_series, make_watcher
+from pacskit import anomed_series, make_watcher
 
 from anomed.pacs import Ledger, PacsError, RetryPolicy
 from anomed.pacs.worker import stop_on_signal
@@ -136,7 +136,7 @@ def test_ctrl_c_stops_between_series(detector, orthanc, sources, tmp_path):
 _KILLED = """
 import os, signal, sys
 sys.path[:0] = [{tests!r}]
-from conftest import make_watcher
+from pacskit import make_watcher
 from orthanckit import Orthanc
 from anomed.engine.detector import load_detector
 

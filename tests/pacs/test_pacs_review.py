@@ -4,7 +4,7 @@ with their pictures and the scores the SR carries."""
 from __future__ import annotations
 
 import pytest
-from conftest import make_watcher
+from pacskit import make_watcher
 
 pytest.importorskip("fastapi", reason="needs the serve extra: pip install 'anomed[serve]'")
 
