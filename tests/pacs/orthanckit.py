@@ -70,6 +70,9 @@ class Orthanc:
             "HttpPort": self.http_port,
             "DicomPort": self.dicom_port,
             "DicomAet": "ORTHANC",
+            # Orthanc binds its DICOM port on every interface; the tests speak DICOMweb only,
+            # so the DIMSE server stays off (HTTP: RemoteAccessAllowed false, loopback only)
+            "DicomServerEnabled": False,
             "RemoteAccessAllowed": False,
             "AuthenticationEnabled": bool(self.users),
             "RegisteredUsers": self.users,
