@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pydicom
 
-from anomed import __version__
+from anomed._version import __version__
 
 SCORE = ("anomaly-score", "99ANOMED", "Anomaly score")
 RESEARCH = "research use, not for diagnosis"
