@@ -15,13 +15,13 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from anomed.cli import bench, crossseq, data, demo, methods, predict, serve, train
+from anomed.cli import bench, crossseq, data, demo, methods, pacs, predict, serve, train
 from anomed.cli.options import add_quiet_option, build_run_config, show_warning, subparsers
 from anomed.errors import AnomedError, display_text
 
 __all__ = ["GROUPS", "build_parser", "build_run_config", "main"]
 
-GROUPS = (train, predict, bench, data, crossseq, demo, serve, methods)
+GROUPS = (train, predict, bench, data, crossseq, demo, serve, pacs, methods)
 
 
 def build_parser() -> argparse.ArgumentParser:
