@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from anomed.backbone.weights_file import check_weights_file
 from anomed.config import BackboneConfig
 from anomed.errors import AnomedError
 
@@ -75,7 +76,7 @@ def _fetch_error(cfg: BackboneConfig, exc: Exception) -> AnomedError:
         f"{type(exc).__name__}: {str(exc)[:300]}. This machine may be offline. Fix: download the "
         "checkpoint where there is internet (e.g. `open_clip.create_model(...)` caches it under "
         "~/.cache/huggingface) and pass the file: "
-        "`--pretrained /path/to/open_clip_model.safetensors` (or .bin/.pt), "
+        "`--pretrained /path/to/open_clip_model.safetensors` (safetensors only), "
         "or use `--model local-dir:/path` with a folder of config + weights."
     )
 
@@ -90,6 +91,8 @@ def create_clip(cfg: BackboneConfig) -> nn.Module:
     pretrained = cfg.pretrained
     if pretrained and not is_schema and Path(pretrained).suffix and not Path(pretrained).exists():
         raise AnomedError(f"{pretrained}: no such checkpoint file. Fix: check the path.")
+    if pretrained and not is_schema and Path(pretrained).is_file():
+        check_weights_file(pretrained)  # a pickle is refused from its first bytes, never loaded
     kwargs = {"force_image_size": cfg.image_size} if cfg.image_size else {}
     if (pretrained or is_schema) and not _hub_reachable():
         _hub_offline()  # fail fast, but still use weights already cached
