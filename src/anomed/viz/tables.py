@@ -209,16 +209,19 @@ def _cite_number(method: str) -> int:
 
 
 def _tested_on(rows: Sequence[Row], method: str, dataset: str, k: int) -> SetFingerprint | None:
-    """The one test set a method's runs in a column were tested on (None: unrecorded or mixed)."""
-    found = {
-        (r.get("test_split"), r.get("n_test"), r.get("n_test_abnormal"))
-        for r in rows
-        if r["method"] == method and r["dataset"] == dataset and r["k"] == k
-    }
-    if len(found) != 1:
+    """The test set a method's runs in a column were tested on (None: one was not recorded);
+    runs on several test sets (abnormal shots moved out per seed) give a set matching none."""
+    found = sorted(
+        {
+            (r.get("test_split") or "", r.get("n_test") or 0, r.get("n_test_abnormal") or 0)
+            for r in rows
+            if r["method"] == method and r["dataset"] == dataset and r["k"] == k
+        }
+    )
+    if not found or any(not fingerprint for fingerprint, _, _ in found):
         return None
-    fingerprint, n, n_abnormal = found.pop()
-    return SetFingerprint(fingerprint, n, n_abnormal) if fingerprint else None
+    fingerprint, n, n_abnormal = found[0]
+    return SetFingerprint(fingerprint if len(found) == 1 else "several", n, n_abnormal)
 
 
 def _paper_match(method: str, rows: Sequence[Row], dataset: str, k: int):
