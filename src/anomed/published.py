@@ -1,6 +1,7 @@
 """Published figures of the methods anomed implements, stored as data with their source.
 
-Every table: method -> {"citation", "backbone", "results": protocol -> dataset -> metric -> %}.
+Every table: method -> {"citation", "backbone", "splits": dataset -> `SPLITS` key, "results":
+protocol -> dataset -> metric -> %}.
 A protocol is "few-shot k=N" (N normal shots; the supervised methods also use N abnormal ones)
 or "zero-shot"; a dataset is the class name anomed gives the dataset (BMAD: brain, liver,
 retina_resc, retina_oct2017, chest, histopathology) or, where the paper names a dataset rather
