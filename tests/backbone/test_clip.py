@@ -129,3 +129,10 @@ def test_text_towers_without_a_prompt_token_are_refused():
     model.text_pool_type = "none"  # no token to read a prompt's feature at
     with pytest.raises(AnomedError, match="pools by 'none'"):
         FrozenCLIP(model, cfg)
+
+
+def test_cxr_preprocessing_uses_ppads_exact_constants():
+    from anomed.backbone.clip import PREPROCESS_PRESETS
+
+    mean, std = PREPROCESS_PRESETS["cxr"]  # PPAD's few_shot/train_*.py Normalize
+    assert mean == (0.39799,) * 3 and std == (0.32721349,) * 3

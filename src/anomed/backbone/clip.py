@@ -33,7 +33,7 @@ REFERENCE_DEPTH = 24  # the papers' layer indices refer to ViT-L-14's 24 blocks
 PREPROCESS_PRESETS: dict[str, tuple[tuple[float, ...], tuple[float, ...]] | None] = {
     "clip": None,
     "paper": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
-    "cxr": ((0.398,) * 3, (0.327,) * 3),
+    "cxr": ((0.39799,) * 3, (0.32721349,) * 3),
 }
 
 BlockHook = Callable[[int, Tensor], Tensor]  # (1-based block index, tokens (B, 1+N, C)) -> tokens

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from anomed.backbone import tiny_towers
+from anomed.backbone.weights_file import check_weights_file
 from anomed.config import BackboneConfig
 from anomed.errors import AnomedError
 
@@ -75,7 +76,7 @@ def _fetch_error(cfg: BackboneConfig, exc: Exception) -> AnomedError:
         f"{type(exc).__name__}: {str(exc)[:300]}. This machine may be offline. Fix: download the "
         "checkpoint where there is internet (e.g. `open_clip.create_model(...)` caches it under "
         "~/.cache/huggingface) and pass the file: "
-        "`--pretrained /path/to/open_clip_model.safetensors` (or .bin/.pt), "
+        "`--pretrained /path/to/open_clip_model.safetensors` (safetensors only), "
         "or use `--model local-dir:/path` with a folder of config + weights."
     )
 
@@ -95,6 +96,8 @@ def create_clip(cfg: BackboneConfig) -> nn.Module:
     pretrained = cfg.pretrained
     if pretrained and not is_hub and Path(pretrained).suffix and not Path(pretrained).exists():
         raise AnomedError(f"{pretrained}: no such checkpoint file. Fix: check the path.")
+    if pretrained and not is_hub and Path(pretrained).is_file():
+        check_weights_file(pretrained)  # a pickle is refused from its first bytes, never loaded
     kwargs: dict[str, Any] = {"force_image_size": cfg.image_size} if cfg.image_size else {}
     text_cfg = (model_cfg or {}).get("text_cfg", {})
     if ASSET_PREFIX in str(text_cfg.get("hf_model_name", "")):
@@ -167,6 +170,8 @@ def _create_local(cfg: BackboneConfig, folder: Path) -> nn.Module:
             f"{folder}: no weights file ({WEIGHT_FILES[0]} or {', '.join(WEIGHT_FILES[1:])}). "
             "Fix: copy the checkpoint from the downloaded repository into the folder."
         )
+    weights = next(folder / f for f in WEIGHT_FILES if (folder / f).is_file())
+    check_weights_file(weights)  # a pickled .bin/.pth is refused unread, with the conversion
     text_cfg = model_cfg.get("text_cfg", {})
     if text_cfg.get("hf_tokenizer_name") and not any(
         (folder / f).is_file() for f in TOKENIZER_FILES

@@ -10,12 +10,12 @@ to `GROUPS` below (its place there is its place in `anomed --help`).
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import warnings
 from collections.abc import Sequence
 
 from anomed.cli import bench, crossseq, data, demo, methods, pacs, predict, serve, train
+from anomed.cli.logs import configure_logging
 from anomed.cli.options import add_quiet_option, build_run_config, show_warning, subparsers
 from anomed.errors import AnomedError, display_text
 
@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    configure_logging()  # one line per record: no third-party traceback (cli/logs.py)
     warnings.simplefilter("default", UserWarning)
     warnings.showwarning = show_warning
     try:

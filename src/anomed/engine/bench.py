@@ -45,6 +45,7 @@ from anomed.config import (
 )
 from anomed.data.phantoms.brain import PhantomConfig, write_phantom_dataset
 from anomed.engine.grid_progress import GridProgress
+from anomed.engine.reports import saved_test_split
 from anomed.engine.run import eval_run, train_run, validate_run_config
 from anomed.errors import AnomedError, display_text
 from anomed.methods.base import METHODS
@@ -71,6 +72,7 @@ RESULT_COLUMNS = [
     "protocol",
     "n_test",
     "n_test_abnormal",
+    "test_split",
     "selected_by",
     "train_seconds",
     "eval_seconds",
@@ -300,6 +302,7 @@ def run_cell(
             "protocol": "abnormal shots moved from test" if moved else "standard",
             "n_test": int(len(result.labels)),
             "n_test_abnormal": int((result.labels == 1).sum()),
+            "test_split": getattr(saved_test_split(folder / "eval"), "fingerprint", ""),
             "selected_by": art.fit.selected_by,
             "train_seconds": round(train_seconds, 2),
             "eval_seconds": round(time.perf_counter() - start, 2),

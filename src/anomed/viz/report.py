@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from anomed.errors import AnomedError
-from anomed.published import PUBLISHED
+from anomed.published import PUBLISHED, published_value
 from anomed.viz.plots import save_roc_curves
 from anomed.viz.tables import (
     CELL_NOTE,
@@ -59,7 +59,6 @@ from anomed.viz.tables import (
     is_failed,
     load_results,
     paper_tables,
-    published_value,
 )
 
 __all__ = [

@@ -18,7 +18,7 @@ import numpy as np
 
 from anomed.errors import AnomedError
 from anomed.metrics import METRIC_KEYS
-from anomed.published import PUBLISHED, published_value
+from anomed.published import PUBLISHED, SetFingerprint, protocol_name, published_match
 
 Row = dict[str, Any]
 REQUIRED_COLUMNS = ("method", "dataset", "k", "seed")
@@ -55,7 +55,8 @@ CELL_NOTE = (
 )
 PUBLISHED_NOTE = (
     "published rows: the papers' own figures on their real datasets with their backbone, "
-    "matched to our columns by dataset class; never shown beside datasets named phantom"
+    "matched to our columns by dataset class, and only where our test set is the paper's split "
+    "(the same file list: results.csv column test_split)"
 )
 
 
@@ -257,21 +258,52 @@ def format_cell(values: Sequence[float | None]) -> str:
 # --------------------------------------------------------------------------- published
 
 
-def _is_phantom(dataset: str) -> bool:
-    return "phantom" in dataset.lower()
-
-
 def _cite_number(method: str) -> int:
     return list(PUBLISHED).index(method) + 1
+
+
+def _tested_on(rows: Sequence[Row], method: str, dataset: str, k: int) -> SetFingerprint | None:
+    """The test set a method's runs in a column were tested on (None: one was not recorded);
+    runs on several test sets (abnormal shots moved out per seed) give a set matching none."""
+    found = sorted(
+        {
+            (r.get("test_split") or "", r.get("n_test") or 0, r.get("n_test_abnormal") or 0)
+            for r in rows
+            if r["method"] == method and r["dataset"] == dataset and r["k"] == k
+        }
+    )
+    if not found or any(not fingerprint for fingerprint, _, _ in found):
+        return None
+    fingerprint, n, n_abnormal = found[0]
+    return SetFingerprint(fingerprint if len(found) == 1 else "several", n, n_abnormal)
+
+
+def _paper_match(method: str, rows: Sequence[Row], dataset: str, k: int):
+    """published_match for one of our columns: (key, figures %, why not) or None."""
+    test = _tested_on(rows, method, dataset, k)
+    class_name = _class_name(rows, dataset)
+    return published_match(method, protocol_name(k), class_name, dataset, test)
 
 
 def _paper_value(
     method: str, rows: Sequence[Row], dataset: str, k: int, metric: str
 ) -> float | None:
-    """The published figure for one of our columns; never beside a phantom dataset."""
-    if _is_phantom(dataset):
-        return None
-    return published_value(method, _class_name(rows, dataset), k, metric)
+    """The published figure for one of our columns, only where our test set is its split."""
+    found = _paper_match(method, rows, dataset, k)
+    return None if found is None or found[2] else found[1].get(metric)
+
+
+def _split_notes(
+    methods: Sequence[str], rows: Sequence[Row], columns: Sequence[tuple[str, int]], metric: str
+) -> list[str]:
+    """Why a published figure the paper has is not shown in a column (another test set)."""
+    notes = []
+    for method in methods:
+        for dataset, k in columns:
+            found = _paper_match(method, rows, dataset, k) if method in PUBLISHED else None
+            if found and found[2] and metric in found[1]:
+                notes.append(f"{method}, {dataset} {_k_label(k)}: {found[2]}")
+    return list(dict.fromkeys(notes))
 
 
 def _average_notes(methods: Sequence[str], metric: str) -> list[str]:
@@ -375,6 +407,7 @@ def _build_table(rows: Sequence[Row], metric: str) -> _Table:
         table.notes += [(f"[{_cite_number(m)}] {PUBLISHED[m]['citation']}", "") for m in shown]
     methods = list(dict.fromkeys(s.method for s in series))
     table.notes += [(note, "") for note in _average_notes(methods, metric)]
+    table.notes += [(note, "warn") for note in _split_notes(methods, rows, table.columns, metric)]
     return table
 
 
