@@ -205,6 +205,17 @@ def cmd_eval(args: argparse.Namespace) -> None:
     _print_eval(*result)
 
 
+def _add_domain_check(p: argparse.ArgumentParser) -> None:
+    """`--domain-check`: what to do with an input unlike the detector's training images."""
+    p.add_argument(
+        "--domain-check",
+        choices=["warn", "refuse", "off"],
+        default="warn",
+        help="inputs outside the detector's training domain: warn (default: decision given, "
+        "flagged), refuse (an error row), off (not checked)",
+    )
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from anomed.engine.predict import predict_run
 
@@ -237,6 +248,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         runtime=args.runtime,
         dicom_out=args.dicom_out,
+        domain_check=args.domain_check,
     )
     for line in report.summary_lines(per_row=len(report.rows) <= 50):
         print(line)
@@ -265,6 +277,7 @@ def cmd_predict_ray(args: argparse.Namespace) -> int:
         "retry_errors": args.retry_errors,
         "overwrite": args.overwrite,
         "progress": not args.quiet,
+        "domain_check": args.domain_check,
     }
     cfg = from_dict(RayPredictConfig, given)
     report = predict_ray(args.checkpoint, args.inputs, args.output, cfg)
@@ -581,6 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="for DICOM series inputs: also write a DICOM Segmentation (above the threshold) "
         "and/or Parametric Map on the source series (other inputs: no DICOM objects)",
     )
+    _add_domain_check(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(

@@ -25,7 +25,7 @@ says so instead. It works in four steps, all here:
    it) gives the distances of in-domain images that were not in the bank; the threshold is
    `MARGIN` x their `QUANTILE` quantile. Above it an image is out of domain.
 
-Volumes are judged by their slices: out of domain when most of their non-empty slices are.
+Volumes are judged by their slices: the median distance of their non-empty slices.
 A checkpoint saved before the guard has none: `in_domain` is None, with `NO_GUARD_NOTE`.
 """
 
@@ -187,9 +187,7 @@ def views(image: np.ndarray) -> list[np.ndarray]:
 
 
 @torch.no_grad()
-def featurise(
-    backbone: FrozenCLIP, images: Sequence[np.ndarray], batch: int = 16
-) -> np.ndarray:
+def featurise(backbone: FrozenCLIP, images: Sequence[np.ndarray], batch: int = 16) -> np.ndarray:
     """(S, S, 3) float images in [0, 1] -> raw features (N, F) float32."""
     device = backbone.pixel_mean.device
     rows = []
@@ -266,12 +264,12 @@ def in_domain(distance: float | None, threshold: float | None) -> bool | None:
     return bool(math.isfinite(distance) and distance <= threshold)
 
 
-def volume_in_domain(flags: Sequence[bool | None]) -> bool | None:
-    """A volume is in domain when at least half of its judged slices are."""
-    judged = [f for f in flags if f is not None]
-    if not judged:
+def volume_distance(distances: Sequence[float] | np.ndarray | None) -> float | None:
+    """A volume's distance: the median over its non-empty slices (so it is out of domain when
+    most of its slices are); None when not computed."""
+    if distances is None or len(distances) == 0:
         return None
-    return sum(judged) * 2 >= len(judged)
+    return float(np.median(np.asarray(distances, np.float64)))
 
 
 def refuse_message(source: str, distance: float, threshold: float) -> str:

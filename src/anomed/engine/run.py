@@ -34,6 +34,7 @@ from anomed.data.shots import (
 )
 from anomed.engine.checkpoint import Calibration, CheckpointInfo, load_checkpoint, save_checkpoint
 from anomed.engine.device import resolve_device
+from anomed.engine.domain import DomainGuard, fit_domain_guard
 from anomed.engine.evaluate import (
     EvalResult,
     calibrate_threshold,
@@ -279,6 +280,8 @@ def train_run(
         method, train_set, val_items, cfg.train, epochs, batch, device, test_eval, progress, log
     )
     calibration = calibrate(method, val_items, batch, device, cfg.train.target_fpr, cfg.train.amp)
+    target = [] if cfg.data.train_roots else supports[0].images  # zero-shot: the target's pool
+    guard = fit_domain_guard(method.backbone, target + validation.images, batch)
     info = CheckpointInfo(
         run=cfg,
         calibration=calibration,
@@ -295,16 +298,22 @@ def train_run(
             "n_val": len(run.split.val),
         },
     )
-    save_run(run, method, info, result)
+    save_run(run, method, info, result, guard)
     return TrainArtifacts(method, info, run.splits, result, run.output_dir, before)
 
 
-def save_run(run: PreparedRun, method: AnomalyMethod, info: CheckpointInfo, fit: FitResult) -> None:
-    """Write the checkpoint, shot list and history into a new folder that then replaces
-    `run.output_dir` whole (see anomed.outputs.staged_dir)."""
+def save_run(
+    run: PreparedRun,
+    method: AnomalyMethod,
+    info: CheckpointInfo,
+    fit: FitResult,
+    guard: DomainGuard | None = None,
+) -> None:
+    """Write the checkpoint (with its domain guard), shot list and history into a new folder
+    that then replaces `run.output_dir` whole (see anomed.outputs.staged_dir)."""
     with staged_dir(run.output_dir) as stage:
         write_shot_list(stage / "shots.yaml", run.split, run.splits.root)
-        save_checkpoint(stage, method, info)
+        save_checkpoint(stage, method, info, guard)
         write_json(stage / "history.json", fit.history)
 
 
