@@ -261,9 +261,9 @@ def predict_run(
     `runtime` "onnx" scores with the exported model (`anomed export`) under onnxruntime;
     `dicom_out` (seg, pmap, both) adds DICOM objects for DICOM series inputs (see
     anomed.export.dicom_out). `domain_check` (warn, refuse, off): what to do with an input
-    outside the detector's training domain (anomed.engine.domain). Raises AnomedError before any work for a bad output folder or
-    when nothing is scorable; with `strict`, after the run when any input failed (everything is
-    still written)."""
+    outside the detector's training domain (anomed.engine.domain). Raises AnomedError before any
+    work for a bad output folder or when nothing is scorable; with `strict`, after the run when
+    any input failed (everything is still written)."""
     batch_size = coerce(Positive, batch_size, "--batch-size")  # 16.0 -> 16
     if batch_size > MAX_BATCH:
         raise AnomedError(
