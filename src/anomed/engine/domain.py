@@ -81,9 +81,10 @@ def early_layer(depth: int) -> int:
 
 def pixel_statistics(images: Tensor, bins: int = HIST_BINS) -> Tensor:
     """images (B, 3, S, S) in [0, 1] -> (B, bins + 3): grey histogram (shares), background
-    share, mean and standard deviation, on a 64 x 64 shrunk copy (written with comparisons only,
-    so it traces into ONNX)."""
-    grey = F.adaptive_avg_pool2d(images.float().mean(1, keepdim=True), 64).flatten(1)  # (B, P)
+    share, mean and standard deviation, on every (S // 64)-th pixel (comparisons and strided
+    slices only, so it traces into ONNX for any S)."""
+    step = max(1, images.shape[-1] // 64)
+    grey = images.float().mean(1)[:, ::step, ::step].flatten(1)  # (B, P)
     edges = torch.linspace(0.0, 1.0, bins + 1, device=images.device)
     lower, upper = edges[:-1].clone(), edges[1:].clone()
     upper[-1] = 1.0 + 1e-6  # the last bin holds 1.0
@@ -101,7 +102,8 @@ def layout_and_texture(images: Tensor) -> tuple[Tensor, Tensor]:
     and above 0.1). Where the anatomy sits and how grainy the image is tell modalities apart
     (an ultrasound's speckle, an MRI's smooth tissue on black) whatever the backbone."""
     grey = images.float().mean(1, keepdim=True)  # (B, 1, S, S)
-    layout = F.adaptive_avg_pool2d(grey, 4).flatten(1)
+    cell = grey.shape[-1] // 4
+    layout = F.avg_pool2d(grey[..., : 4 * cell, : 4 * cell], cell).flatten(1)  # (B, 16)
     gx = (grey[..., :, 1:] - grey[..., :, :-1]).abs().flatten(1)  # (B, S * (S - 1))
     gy = (grey[..., 1:, :] - grey[..., :-1, :]).abs().flatten(1)
     texture = [gx.mean(1), gy.mean(1), (gx > 0.02).float().mean(1), (gx > 0.1).float().mean(1)]

@@ -456,8 +456,8 @@ def _write_summary(report: PredictReport, detector: Detector, n_given: int) -> N
         "n_inputs": len(report.rows),
         "complete": len(report.rows) == n_given,  # False: the run was cut short
         "n_failed": report.n_failed,
-        "domain_check": detector.domain_check,
-        "domain_threshold": detector.domain_threshold,
+        "domain_check": getattr(detector, "domain_check", "off"),
+        "domain_threshold": getattr(detector, "domain_threshold", None),
         **count_flags(report.rows),
         "predictions": report.rows,
         "excluded": [{"file": display_path(f), "reason": r} for f, r in report.excluded],

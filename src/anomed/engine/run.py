@@ -32,9 +32,15 @@ from anomed.data.shots import (
     sample_shots,
     write_shot_list,
 )
-from anomed.engine.checkpoint import Calibration, CheckpointInfo, load_checkpoint, save_checkpoint
+from anomed.engine.checkpoint import (
+    Calibration,
+    CheckpointInfo,
+    load_checkpoint,
+    load_domain_guard,
+    save_checkpoint,
+)
 from anomed.engine.device import resolve_device
-from anomed.engine.domain import DomainGuard, fit_domain_guard
+from anomed.engine.domain import DomainGuard, domain_features, fit_domain_guard
 from anomed.engine.evaluate import (
     EvalResult,
     calibrate_threshold,
@@ -373,8 +379,21 @@ def eval_run(
 
     start = time.perf_counter()
     workers = info.run.train.num_workers if num_workers is None else num_workers
+    guard = load_domain_guard(checkpoint, info, dev)
+
+    def domain_fn(images: torch.Tensor) -> torch.Tensor:  # how far from the training domain
+        return guard(domain_features(method.backbone, images))
+
     result = evaluate_dataset(
-        method, dataset, batch, dev, info.run.train.amp, workers, progress=progress, desc="eval"
+        method,
+        dataset,
+        batch,
+        dev,
+        info.run.train.amp,
+        workers,
+        progress=progress,
+        desc="eval",
+        domain_fn=None if guard is None else domain_fn,
     )
     seconds = time.perf_counter() - start
     with staged_dir(out) as stage:
