@@ -475,6 +475,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from anomed.serve.config import token_from_env
 
     keys = ["host", "port", "data_dir", "device", "max_upload_mb", "max_batch", "batch_wait_ms"]
+    keys.append("domain_check")
     data = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     data.update(runs=[str(r) for r in args.runs], token=token_from_env(args.token))
     data["access_log"] = args.access_log
@@ -787,6 +788,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-wait-ms", type=float, help="wait for more images after the first (default 5)"
     )
     p.add_argument("--access-log", action="store_true", help="log one line per request")
+    _add_domain_check(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("methods", help="list the registered methods")

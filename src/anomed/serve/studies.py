@@ -23,6 +23,7 @@ from anomed.config import to_dict
 from anomed.data.io import read_image, shrink_to_side
 from anomed.data.volumes import normalize_volume, read_volume, slice_volume
 from anomed.engine.detector import Detector
+from anomed.engine.domain import OUT_OF_DOMAIN, refuse_message
 from anomed.engine.volumes import predict_volume
 from anomed.outputs import finite_or_none
 from anomed.serve.batching import BatchedDetector, MicroBatcher
@@ -123,18 +124,21 @@ def _score_image(model: ServedModel, staged: StagedFile, folder: Path) -> dict[s
     det = model.detector
     image = read_image(staged.target)  # (H, W, 3) float32 in [0, 1]
     prepared = det.prepare_image(image, staged.label)  # (S, S, 3)
-    score, amap = model.batcher.submit(prepared).result()
-    pred = det.result(staged.label, score, amap)
+    score, amap, distance = model.batcher.submit(prepared).result()
+    pred = det.result(staged.label, score, amap, distance)
     shown = shrink_to_side(image, MAX_SIDE)
     _save_png(folder / "image.png", _gray8(shown))
     record: dict[str, Any] = {"width": shown.shape[1], "height": shown.shape[0]}
+    record.update(domain_distance=pred.domain_distance, in_domain=pred.in_domain)
     if not pred.ok:
         return {**record, "status": "error", "error": pred.error, "files": ["image.png"]}
     limits = map_limits(det, [amap])
     _save_png(folder / "heat.png", heat_layer(amap, shown.shape[:2], limits))
+    note = OUT_OF_DOMAIN if pred.in_domain is False else None
     save_prediction_png(
-        folder / "overlay.png", image, amap, pred.score, pred.decision, det.threshold, limits
-    )
+        folder / "overlay.png", image, amap, pred.score, pred.decision, det.threshold, limits,
+        note=note,
+    )  # fmt: skip
     return {
         **record,
         "status": "ok",
@@ -156,6 +160,12 @@ def _display_shape(shape: tuple[int, int], spacing: tuple[float, float]) -> tupl
 def _score_volume(model: ServedModel, staged: StagedFile, folder: Path) -> dict[str, Any]:
     det = model.detector
     result = predict_volume(model.scorer, staged.target, folder / "predict", view=VIEW)
+    flag, _ = det.judge(result.domain_distance)
+    domain = {"domain_distance": result.domain_distance, "in_domain": flag}
+    if flag is False and det.domain_check == "refuse":
+        shutil.rmtree(folder / "predict", ignore_errors=True)
+        why = refuse_message(staged.label, result.domain_distance, det.domain_threshold)
+        return {"status": "error", "error": why, "files": [], **domain}
     shutil.move(result.map_path, folder / "anomaly.nii.gz")
     shutil.move(result.csv_path, folder / "slices.csv")
     shutil.rmtree(folder / "predict", ignore_errors=True)
@@ -176,8 +186,10 @@ def _score_volume(model: ServedModel, staged: StagedFile, folder: Path) -> dict[
         result.decision,
         det.threshold,
         limits,
+        note=OUT_OF_DOMAIN if flag is False else None,
     )
     return {
+        **domain,
         "status": "ok",
         "score": result.score,
         "decision": result.decision,
