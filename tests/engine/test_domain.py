@@ -222,3 +222,31 @@ def test_onnx_runtime_gives_torchs_domain_fields(sets, brain_run, tmp_path):
     assert [r.in_domain for r in onnx_rows] == [True] * 3 + [False] * 3
     for a, b in zip(onnx_rows, torch_rows, strict=True):
         assert a.domain_distance == pytest.approx(b.domain_distance, rel=1e-3, abs=1e-4)
+
+
+def test_ray_stages_write_the_guards_columns_to_parquet(sets, brain_run, tmp_path):
+    """The Ray engine's stages (decode, score, write) without a Ray cluster: each Parquet row
+    carries domain_distance and in_domain (the cluster run is in test_ray_cluster.py)."""
+    pytest.importorskip("ray")
+    pq = pytest.importorskip("pyarrow.parquet")
+    from anomed.ray import shards
+    from anomed.ray.inputs import expand_batch
+    from anomed.ray.stages import Scorer, ScorerSpec, decode_batch
+
+    inputs = _mixed_inputs(sets, tmp_path)
+    listed = expand_batch({"input": np.array([str(inputs)], object)})
+    decoded = decode_batch(listed, 112)
+    table = []
+    for mode in ("warn", "refuse"):
+        out = tmp_path / mode  # one shard per folder: its name comes from the rows' keys
+        (out / shards.SHARDS).mkdir(parents=True)
+        scored = Scorer(ScorerSpec(str(brain_run), "cpu", 4, str(out), False, mode))(decoded)
+        shards.write_shard(scored, str(out), mode, 1.0, (0.0, 1.0))
+        table += pq.read_table(out / shards.SHARDS).to_pylist()
+    warn = [r for r in table if r["run_id"] == "warn"]
+    assert len(warn) == 4 and all(r["status"] == "ok" for r in warn)
+    for r in warn:
+        assert r["in_domain"] is ("brain" in r["path"]) and r["domain_distance"] >= 0
+    refused = [r for r in table if r["run_id"] == "refuse" and r["status"] == "error"]
+    assert len(refused) == 2 and all("chest" in r["path"] and OUT_OF_DOMAIN in r["error"]
+                                     and r["in_domain"] is False for r in refused)  # fmt: skip

@@ -187,6 +187,7 @@ def _text(value) -> str | None:
 def _table_row(batch, i: int, out: Path, run: str, threshold, limits) -> dict:
     status = "error" if batch["kind"][i] == "input" else str(batch["status"][i])
     score = float(batch["score"][i])
+    guarded = "in_domain" in batch  # batches of a scorer that predates the guard have none
     row = {
         "path": str(batch["path"][i]),
         "status": status,
@@ -194,8 +195,10 @@ def _table_row(batch, i: int, out: Path, run: str, threshold, limits) -> dict:
         "score": score if status == "ok" and np.isfinite(score) else None,
         "decision": _text(batch["decision"][i]) if status == "ok" else None,
         "threshold": threshold,
-        "domain_distance": _finite(batch["domain_distance"][i]),
-        "in_domain": {"true": True, "false": False}.get(str(batch["in_domain"][i])),
+        "domain_distance": _finite(batch["domain_distance"][i]) if guarded else None,
+        "in_domain": {"true": True, "false": False}.get(str(batch["in_domain"][i]))
+        if guarded
+        else None,
         "run_id": run,
         "kind": str(batch["kind"][i]),
         "slice_scores": None,
