@@ -51,6 +51,7 @@ BACKGROUND = 0.05  # grey level below which a pixel counts as background
 QUANTILE = 0.95
 MARGIN = 1.5
 SPREAD_FLOOR = 0.25  # a feature's spread is at least this share of its block's mean spread
+RELATIVE_FLOOR = 0.1  # ... and this share of its mean value (few shots underestimate spreads)
 STATE_PREFIX = "domain_guard."  # its tensors' names inside model.safetensors
 OUT_OF_DOMAIN = "outside this detector's training domain"
 NO_GUARD_NOTE = (
@@ -207,9 +208,10 @@ def standardiser(raw: np.ndarray, blocks: Sequence[int]) -> tuple[np.ndarray, np
     scale = np.empty_like(spread)
     start = 0
     for width in blocks:
-        part = spread[start : start + width]
-        floor = SPREAD_FLOOR * float(part.mean()) + 1e-6
-        scale[start : start + width] = 1.0 / (np.maximum(part, floor) * math.sqrt(width))
+        part = slice(start, start + width)
+        floor = SPREAD_FLOOR * float(spread[part].mean()) + 1e-6
+        floor = np.maximum(floor, RELATIVE_FLOOR * np.abs(center[part]))
+        scale[part] = 1.0 / (np.maximum(spread[part], floor) * math.sqrt(width))
         start += width
     return center.astype(np.float32), scale.astype(np.float32)
 
@@ -241,7 +243,8 @@ def fit_domain_guard(
     center, scale = standardiser(raw, blocks)
     bank = torch.from_numpy((raw - center) * scale)  # (M, F)
     loo = leave_one_out(bank, groups, blocks)  # (M, K)
-    block_scale = np.maximum(np.quantile(loo, QUANTILE, axis=0), 1e-6)  # (K,)
+    # at least 1: a deviation of one (floored) spread in every feature of a block
+    block_scale = np.maximum(np.quantile(loo, QUANTILE, axis=0), 1.0)  # (K,)
     combined = (loo / block_scale).max(1)  # (M,) the guard's own statistic, left out
     info = DomainInfo(
         threshold=MARGIN * float(np.quantile(combined, QUANTILE)),
