@@ -8,6 +8,7 @@ import json
 
 import cv2
 import numpy as np
+import pytest
 from fuzz_helpers import assert_clean_error, changed_outside, run_cli, tree_state
 
 from anomed.engine.domain import OUT_OF_DOMAIN
@@ -65,4 +66,54 @@ def test_an_unknown_domain_check_is_a_usage_error(fuzz_run, phantom_root, tmp_pa
     result = run_cli(["predict", fuzz_run, phantom_root, "-o", tmp_path / "out",
                       "--domain-check", "maybe"])  # fmt: skip
     assert_clean_error(result, "--domain-check")
+    assert not (tmp_path / "out").exists()
+
+
+def _resign(run) -> None:
+    """Re-sign the manifest, so only the guard's own checks can catch the damage."""
+    from anomed.engine.checkpoint import CONFIG, MANIFEST, WEIGHTS, sha256_file
+
+    manifest = json.loads((run / MANIFEST).read_text())
+    manifest["sha256"] = {name: sha256_file(run / name) for name in (WEIGHTS, CONFIG)}
+    (run / MANIFEST).write_text(json.dumps(manifest))
+
+
+def _drop_guard_tensors(run) -> None:
+    from safetensors.numpy import load_file, save_file
+
+    tensors = load_file(str(run / "model.safetensors"))
+    kept = {k: v for k, v in tensors.items() if not k.startswith("domain_guard.bank")}
+    save_file(kept, str(run / "model.safetensors"))
+
+
+def _negative_threshold(run) -> None:
+    import yaml
+
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["domain"]["threshold"] = -1.0
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+
+
+def _nan_bank(run) -> None:
+    from safetensors.numpy import load_file, save_file
+
+    tensors = load_file(str(run / "model.safetensors"))
+    tensors["domain_guard.bank"] = tensors["domain_guard.bank"] * np.nan
+    save_file(tensors, str(run / "model.safetensors"))
+
+
+@pytest.mark.parametrize(
+    ("damage", "fragment"),
+    [
+        (_drop_guard_tensors, "domain guard"),
+        (_negative_threshold, "domain.threshold"),
+        (_nan_bank, "non-finite"),
+    ],
+    ids=["guard-tensor-missing", "guard-threshold-negative", "guard-bank-nan"],
+)
+def test_a_damaged_guard_is_refused_in_one_line(run_copy, phantom_root, tmp_path, damage, fragment):
+    damage(run_copy)
+    _resign(run_copy)
+    result = run_cli(["predict", run_copy, phantom_root / "test", "-o", tmp_path / "out"])
+    assert_clean_error(result, fragment)
     assert not (tmp_path / "out").exists()
