@@ -67,6 +67,8 @@ def test_studies_carry_the_guards_fields_and_can_be_filtered(guarded, tmp_path):
             "brain.png": "True",
             "chest.png": "False",
         }
+        (model,) = client.get("/api/models").json()
+        assert model["domain_threshold"] > 0 and model["domain_check"] == "warn"
         page = client.get("/").text + client.get("/static/app.js").text
         assert 'id="filter-domain"' in page and "outside training domain" in page
 

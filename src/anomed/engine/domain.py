@@ -32,7 +32,7 @@ A checkpoint saved before the guard has none: `in_domain` is None, with `NO_GUAR
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -43,6 +43,7 @@ from torch import Tensor, nn
 
 from anomed.backbone import FrozenCLIP
 from anomed.config import Bounds
+from anomed.errors import AnomedError
 
 DomainCheck = Literal["warn", "refuse", "off"]
 DOMAIN_CHECKS: tuple[str, ...] = ("warn", "refuse", "off")
@@ -298,11 +299,6 @@ def count_flags(rows: Sequence[dict]) -> dict[str, int]:
 
 def check_mode(mode: str) -> DomainCheck:
     """`--domain-check` value, checked."""
-    from anomed.errors import AnomedError
-
     if mode not in DOMAIN_CHECKS:
         raise AnomedError(f"--domain-check {mode}: use warn, refuse or off")
     return mode  # type: ignore[return-value]
-
-
-FeatureFn = Callable[[Tensor], Tensor]

@@ -67,6 +67,8 @@ class ServedModel:
                 "threshold": det.threshold,
                 "target_fpr": info.calibration.target_fpr,
                 "map_range": list(det.map_range),
+                "domain_threshold": det.domain_threshold,  # None: saved before the guard
+                "domain_check": det.domain_check,
                 "training": to_dict(info.fit),
                 "device": str(det.device),
                 "anomed_version": info.anomed_version,
