@@ -53,6 +53,15 @@ QUANTILE = 0.95
 MARGIN = 1.5
 SPREAD_FLOOR = 0.25  # a feature's spread is at least this share of its block's mean spread
 RELATIVE_FLOOR = 0.1  # ... and this share of its mean value (few shots underestimate spreads)
+
+
+def block_floor(n_items: int) -> float:
+    """The least typical in-domain distance of a block: 2 / sqrt(items), within [0.5, 1]. A
+    95th percentile of leave-one-out distances over a handful of items is little more than
+    their maximum, so the fewer the items, the wider the domain is taken to be."""
+    return float(np.clip(2.0 / math.sqrt(max(n_items, 1)), 0.5, 1.0))
+
+
 STATE_PREFIX = "domain_guard."  # its tensors' names inside model.safetensors
 OUT_OF_DOMAIN = "outside this detector's training domain"
 NO_GUARD_NOTE = (
@@ -240,19 +249,25 @@ def fit_domain_guard(
     expanded = [v for im in images for v in views(np.asarray(im, np.float32))]
     groups = np.repeat(np.arange(len(images)), len(expanded) // len(images))
     raw = featurise(backbone, expanded, batch)
-    blocks = feature_blocks(backbone)
+    return guard_from_features(raw, groups, feature_blocks(backbone), backbone.depth)
+
+
+def guard_from_features(
+    raw: np.ndarray, groups: np.ndarray, blocks: Sequence[int], depth: int
+) -> DomainGuard:
+    """The guard of training rows `raw` (M, F) whose item is `groups` (M,) (see module doc)."""
     center, scale = standardiser(raw, blocks)
     bank = torch.from_numpy((raw - center) * scale)  # (M, F)
     loo = leave_one_out(bank, groups, blocks)  # (M, K)
-    # at least 1: a deviation of one (floored) spread in every feature of a block
-    block_scale = np.maximum(np.quantile(loo, QUANTILE, axis=0), 1.0)  # (K,)
+    floor = block_floor(len(np.unique(groups)))
+    block_scale = np.maximum(np.quantile(loo, QUANTILE, axis=0), floor)  # (K,)
     combined = (loo / block_scale).max(1)  # (M,) the guard's own statistic, left out
     info = DomainInfo(
         threshold=MARGIN * float(np.quantile(combined, QUANTILE)),
-        early_layer=early_layer(backbone.depth),
-        blocks=blocks,
-        n_items=len(images),
-        n_rows=len(expanded),
+        early_layer=early_layer(depth),
+        blocks=list(blocks),
+        n_items=int(len(np.unique(groups))),
+        n_rows=len(raw),
         loo_median=float(np.median(combined)),
         loo_max=float(combined.max()),
     )
