@@ -5,25 +5,27 @@ says so instead. It works in four steps, all here:
 
 1. **Features** (`domain_features`, torch, traceable into ONNX). One pass of the *frozen*
    backbone, through its public `encode_image` (so any tower keeping the `VisionOutput` contract
-   works), gives four blocks per image:
-   the global image embedding (L2-normalised, (B, D): what separates modalities with real CLIP
-   weights), the mean and the standard deviation of the patch tokens after an early block
-   ((B, C) each: texture statistics that separate even with a random-init backbone), and cheap
-   pixel statistics ((B, HIST_BINS + 3): a grey-level histogram, the background share, the mean
-   and the spread).
+   works), gives six blocks per image: the global image embedding (L2-normalised, (B, D): what
+   separates modalities with real CLIP weights); the mean and the standard deviation of the
+   patch tokens after an early block ((B, C) each: texture statistics that separate even with a
+   random-init backbone); pixel statistics ((B, HIST_BINS + 3): grey histogram, background
+   share, mean, spread); a 4 x 4 grey thumbnail (B, 16) (where the anatomy sits); gradient
+   statistics (B, 4) (how grainy the image is).
 2. **Training domain** (`fit_domain_guard`, at training). The shots (normal and abnormal), the
-   validation images and a few views of each (mirror, darker, brighter) are featurised. Each
-   feature is standardised by its training mean and spread (the spread floored at a quarter of
-   its block's mean spread, so a feature that never varied in training cannot make a tiny
-   change look huge), and each block is scaled by 1/sqrt(its width) so the four blocks weigh the
-   same. These standardised rows are the bank.
-3. **Distance** (`DomainGuard.forward`, the one shared function): the Euclidean distance from
-   an image's standardised features to its nearest bank row. Every runtime computes it the same
-   way: torch calls the module, the ONNX graph holds it (output `domain_distance`), so runtimes
-   built on the exported graph get it for free.
-4. **Calibration**: leave-one-out over the training items (an item's own views left out with
-   it) gives the distances of in-domain images that were not in the bank; the threshold is
-   `MARGIN` x their `QUANTILE` quantile. Above it an image is out of domain.
+   validation images and three views of each (mirror, darker, brighter) are featurised. Each
+   feature is standardised by its training mean and spread, the spread floored at a quarter of
+   its block's mean spread and at 10 % of its mean value (a few shots underestimate how much
+   images vary), and each block is scaled by 1/sqrt(its width). These rows are the bank.
+3. **Distance** (`DomainGuard.forward`, the one shared function): per block, the Euclidean
+   distance to the nearest bank row over that block's typical in-domain distance; the largest
+   of these ratios (an image far off in any one respect is far). Every runtime computes it the
+   same way: torch calls the module, the ONNX graph holds it (output `domain_distance`), so
+   runtimes built on the exported graph get it for free.
+4. **Calibration**: leave-one-out over the training items (an item's views left out with it)
+   gives the distances of in-domain images that were not in the bank. A block's typical
+   distance is their `QUANTILE` quantile, at least `block_floor(items)`; the threshold is
+   `MARGIN` x the `QUANTILE` quantile of the left-out items' own distances. Above it an image
+   is out of domain.
 
 Volumes are judged by their slices: the median distance of their non-empty slices.
 A checkpoint saved before the guard has none: `in_domain` is None, with `NO_GUARD_NOTE`.
@@ -76,7 +78,7 @@ class DomainInfo:
 
     threshold: Annotated[float, Bounds(0.0, None)]  # above it: outside the training domain
     early_layer: Annotated[int, Bounds(1, None)]  # 1-based block whose tokens are summarised
-    blocks: list[int]  # feature widths: embedding, token mean, token std, pixel statistics
+    blocks: list[int]  # feature widths: embedding, token mean/std, pixels, layout, texture
     n_items: int = 0  # training images (before views)
     n_rows: int = 0  # bank rows (items x views)
     quantile: float = QUANTILE
