@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mediclip"
+# ANOMED_SHARED_DATA: the data folder for a checkout elsewhere (e.g. a git worktree)
+_DEFAULT = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("ANOMED_SHARED_DATA") or _DEFAULT) / "mediclip"
 
 
 def shared_dataset(name: str) -> Path:

@@ -77,12 +77,14 @@ def test_same_scores_as_local_and_rerun_skips_everything(checkpoint, archive, tm
     diffs = [abs(r["score"] - local[r["path"]]["score"]) for r in rows]
     assert max(diffs) <= 1e-5
     assert all(r["decision"] == local[r["path"]]["decision"] for r in rows)
+    assert all(r["in_domain"] == local[r["path"]]["in_domain"] for r in rows)  # the guard too
     summary = json.loads((out / "summary.json").read_text())
     assert summary["totals"] == {
         "rows": 200,
         "ok": 200,
         "error": 0,
         "abnormal": summary["totals"]["abnormal"],
+        "out_of_domain": sum(r["in_domain"] is False for r in rows),
     }
     assert summary["this_run"]["excluded"] == 100  # the masks
     shards_before = sorted(p.name for p in (out / "predictions").iterdir())

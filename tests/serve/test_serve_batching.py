@@ -36,7 +36,8 @@ def test_concurrent_requests_share_forward_passes():
         t.join()
     batcher.close()
     assert sum(calls) == 16 and len(calls) < 16 and max(calls) <= 8
-    for i, (score, amap) in results.items():  # every caller got its own image's result
+    for i, (score, amap, distance) in results.items():  # every caller: its own image's result
+        assert distance is None  # this model computes no domain distance
         assert score == pytest.approx(i / 20) and amap.shape == (4, 4)
         assert amap[0, 0] == pytest.approx(i / 20)
     assert batcher.items == 16 and batcher.batches == len(calls)
@@ -61,7 +62,7 @@ def test_a_failing_pass_fails_its_callers_and_the_next_pass_runs():
     batcher = MicroBatcher(flaky, max_batch=4, max_wait_s=0.0)
     with pytest.raises(RuntimeError, match="boom"):
         batcher.submit(np.zeros((2, 2, 3), np.float32)).result(timeout=10)
-    score, _ = batcher.submit(np.ones((2, 2, 3), np.float32)).result(timeout=10)
+    score, _, _ = batcher.submit(np.ones((2, 2, 3), np.float32)).result(timeout=10)
     assert score == 1.0
     batcher.close()
     with pytest.raises(BatcherClosed):
@@ -81,6 +82,6 @@ def test_a_pass_with_the_wrong_number_of_results_fails_its_callers_not_the_worke
     batcher = MicroBatcher(model, max_batch=4, max_wait_s=0.0)
     with pytest.raises(ValueError):
         batcher.submit(np.zeros((2, 2, 3), np.float32)).result(timeout=10)
-    score, _ = batcher.submit(np.ones((2, 2, 3), np.float32)).result(timeout=10)
+    score, _, _ = batcher.submit(np.ones((2, 2, 3), np.float32)).result(timeout=10)
     assert score == 1.0
     batcher.close()

@@ -155,6 +155,17 @@ def add_tracking_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_domain_check(p: argparse.ArgumentParser) -> None:
+    """`--domain-check`: what to do with an input unlike the detector's training images."""
+    p.add_argument(
+        "--domain-check",
+        choices=["warn", "refuse", "off"],
+        default="warn",
+        help="inputs outside the detector's training domain: warn (default: decision given, "
+        "flagged), refuse (an error row), off (not checked)",
+    )
+
+
 def add_quiet_option(p: argparse.ArgumentParser, default: object = False) -> None:
     """`--quiet/-q`, defined once: on the top-level parser and (via _quiet_parent) on every
     subcommand."""

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from anomed.cli.options import add_ray_options
+from anomed.cli.options import add_domain_check, add_ray_options
 from anomed.errors import AnomedError
 
 
@@ -42,6 +42,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         runtime=args.runtime,
         dicom_out=args.dicom_out,
+        domain_check=args.domain_check,
     )
     for line in report.summary_lines(per_row=len(report.rows) <= 50):
         print(line)
@@ -70,6 +71,7 @@ def cmd_predict_ray(args: argparse.Namespace) -> int:
         "retry_errors": args.retry_errors,
         "overwrite": args.overwrite,
         "progress": not args.quiet,
+        "domain_check": args.domain_check,
     }
     cfg = from_dict(RayPredictConfig, given)
     report = predict_ray(args.checkpoint, args.inputs, args.output, cfg)
@@ -129,6 +131,7 @@ def register(sub) -> None:  # noqa: ANN001 (the `subparsers` group)
         help="for DICOM series inputs: also write a DICOM Segmentation (above the threshold) "
         "and/or Parametric Map on the source series (other inputs: no DICOM objects)",
     )
+    add_domain_check(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from anomed.cli.options import add_domain_check
+
 
 def cmd_serve(args: argparse.Namespace) -> None:
     from anomed.config import from_dict
@@ -11,6 +13,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from anomed.serve.config import token_from_env
 
     keys = ["host", "port", "data_dir", "device", "max_upload_mb", "max_batch", "batch_wait_ms"]
+    keys.append("domain_check")
     data = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     data.update(runs=[str(r) for r in args.runs], token=token_from_env(args.token))
     data["access_log"] = args.access_log
@@ -37,4 +40,5 @@ def register(sub) -> None:  # noqa: ANN001 (the `subparsers` group)
         "--batch-wait-ms", type=float, help="wait for more images after the first (default 5)"
     )
     p.add_argument("--access-log", action="store_true", help="log one line per request")
+    add_domain_check(p)
     p.set_defaults(func=cmd_serve)

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from anomed._version import __version__
 from anomed.backbone import FrozenCLIP, load_backbone
 from anomed.config import Bounds, RunConfig, from_dict, load_yaml, to_dict
+from anomed.engine.domain import DomainGuard, DomainInfo, split_state
 from anomed.errors import AnomedError
 from anomed.methods.base import AnomalyMethod, create_method
 from anomed.outputs import interrupted_swap, temp_sibling
@@ -51,6 +52,7 @@ class CheckpointInfo:
     class_name: str = ""  # the dataset class/organ the detector was trained for
     backbone_fingerprint: float | None = None
     fit: dict[str, Any] = field(default_factory=dict)  # best epoch, selection mode, seconds
+    domain: DomainInfo | None = None  # the training domain (None: saved before the guard)
     anomed_version: str = __version__
 
 
@@ -72,8 +74,14 @@ def _atomic_write(path: Path, write) -> None:
             os.remove(tmp)
 
 
-def save_checkpoint(directory: str | Path, method: AnomalyMethod, info: CheckpointInfo) -> Path:
-    """Write `model.safetensors` and `config.yaml` into `directory` (each written atomically)."""
+def save_checkpoint(
+    directory: str | Path,
+    method: AnomalyMethod,
+    info: CheckpointInfo,
+    guard: DomainGuard | None = None,
+) -> Path:
+    """Write `model.safetensors` and `config.yaml` into `directory` (each written atomically);
+    the domain guard's tensors go into the same safetensors file (see engine.domain)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     info.run.method_args = to_dict(method.cfg)
@@ -82,6 +90,9 @@ def save_checkpoint(directory: str | Path, method: AnomalyMethod, info: Checkpoi
     ):
         info.backbone_fingerprint = backbone_fingerprint(method.backbone)
     state = {k: v.detach().cpu().contiguous() for k, v in method.trainable_state_dict().items()}
+    info.domain = None if guard is None else guard.info
+    if guard is not None:
+        state.update(guard.state())
     _atomic_write(directory / WEIGHTS, lambda tmp: save_file(state, tmp))
     text = _yaml_dump(to_dict(info))
     _atomic_write(directory / CONFIG, lambda tmp: Path(tmp).write_text(text))
@@ -182,14 +193,9 @@ def _backbone_mismatch(directory: Path, info: CheckpointInfo, how: str) -> str:
 
 
 def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
-    """The trained weights, refused when unreadable or not finite."""
-    try:
-        state = load_file(str(directory / WEIGHTS), device="cpu")
-    except (SafetensorError, OSError) as exc:
-        raise AnomedError(
-            f"{directory / WEIGHTS}: unreadable weights ({exc}). Fix: retrain into this folder "
-            "(anomed train ... --overwrite)."
-        ) from exc
+    """The method's trained weights (the domain guard's set apart), refused when unreadable or
+    not finite."""
+    state, _ = split_state(_load_weights_file(directory))
     bad = [k for k, v in state.items() if v.is_floating_point() and not bool(v.isfinite().all())]
     if bad:
         raise AnomedError(
@@ -227,3 +233,41 @@ def load_checkpoint(
     if rebuilt_differs:
         raise AnomedError(_backbone_mismatch(directory, info, "its weights' checksum differs"))
     return method.to(device).eval(), info
+
+
+def _load_weights_file(directory: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(directory / WEIGHTS), device="cpu")
+    except (SafetensorError, OSError) as exc:
+        raise AnomedError(
+            f"{directory / WEIGHTS}: unreadable weights ({exc}). Fix: retrain into this folder "
+            "(anomed train ... --overwrite)."
+        ) from exc
+
+
+def load_domain_guard(
+    directory: str | Path, info: CheckpointInfo, device: str | torch.device = "cpu"
+) -> DomainGuard | None:
+    """The checkpoint's domain guard; None for a checkpoint saved before the guard existed."""
+    if info.domain is None:
+        return None
+    directory = Path(directory)
+    _, tensors = split_state(_load_weights_file(directory))
+    try:
+        guard = DomainGuard.from_state(tensors, info.domain)
+    except KeyError as exc:
+        raise AnomedError(
+            f"{directory / WEIGHTS}: config.yaml records a domain guard but its tensor {exc} is "
+            "missing. Fix: retrain into this folder (anomed train ... --overwrite)."
+        ) from exc
+    width = sum(info.domain.blocks)
+    if guard.bank.ndim != 2 or guard.bank.shape[1] != width or guard.center.shape != (width,):
+        raise AnomedError(
+            f"{directory / WEIGHTS}: the domain guard's tensors do not match its {width} features "
+            "in config.yaml. Fix: retrain into this folder (anomed train ... --overwrite)."
+        )
+    if not all(bool(t.isfinite().all()) for t in tensors.values()):
+        raise AnomedError(
+            f"{directory / WEIGHTS}: non-finite values in the domain guard. Fix: retrain."
+        )
+    return guard.to(device).eval()

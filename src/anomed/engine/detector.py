@@ -3,7 +3,9 @@
 Everything that scores images outside training goes through `Detector` (the CLI's predict, the
 service, the Ray actors, the ONNX self-check), so all of them decide the same way: a score is
 compared with the calibrated threshold; a non-finite score or a failed input is an error, never
-"normal"; a checkpoint saved without a threshold gives no decision at all.
+"normal"; a checkpoint saved without a threshold gives no decision at all. Each scored input is
+also checked against the training domain (engine.domain): `domain_distance` and `in_domain`,
+with `domain_check` "warn" (flag it), "refuse" (an error row) or "off" (not computed).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -21,8 +23,18 @@ import torch
 from anomed.config import Positive, coerce
 from anomed.data.datasets import resize_image
 from anomed.data.io import MIN_SIDE, check_pixels, read_image, shrink_to_side
-from anomed.engine.checkpoint import CheckpointInfo, load_checkpoint
+from anomed.engine.checkpoint import CheckpointInfo, load_checkpoint, load_domain_guard
 from anomed.engine.device import autocast, resolve_device
+from anomed.engine.domain import (
+    NO_GUARD_NOTE,
+    OUT_OF_DOMAIN,
+    DomainCheck,
+    DomainGuard,
+    check_mode,
+    domain_features,
+    in_domain,
+    refuse_message,
+)
 from anomed.errors import AnomedError
 from anomed.methods.base import AnomalyMethod
 
@@ -48,10 +60,21 @@ class Prediction:
     # the input (H, W[, 3]) when kept, shrunk to at most DISPLAY_SIDE pixels a side
     image: np.ndarray | None = field(default=None, repr=False)
     error: str | None = None
+    domain_distance: float | None = None  # distance to the training domain (engine.domain)
+    in_domain: bool | None = None  # None: not checked (--domain-check off, or no guard)
+    domain_note: str | None = None  # why in_domain is None, or that it is False
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+
+class Scored(NamedTuple):
+    """One forward pass of a batch: what every runtime returns."""
+
+    scores: np.ndarray  # (B,)
+    maps: np.ndarray  # (B, S, S)
+    domain: np.ndarray | None  # (B,) distances to the training domain; None: not computed
 
 
 class Detector:
@@ -68,12 +91,16 @@ class Detector:
         device: torch.device,
         batch_size: int = 16,
         run_dir: Path | None = None,
+        guard: DomainGuard | None = None,
+        domain_check: DomainCheck = "warn",
     ) -> None:
         self.method = method.eval()
         self.info = info
         self.device = device
         self.batch_size = batch_size
         self.run_dir = run_dir
+        self.guard = guard
+        self.domain_check = check_mode(domain_check)
 
     @property
     def image_size(self) -> int:
@@ -105,6 +132,40 @@ class Detector:
         with autocast(self.device, self.info.run.train.amp):
             out = self.method(batch.float().to(self.device))
         return out.image_score.float().cpu().numpy(), out.anomaly_map.float().cpu().numpy()
+
+    @property
+    def domain_threshold(self) -> float | None:
+        """The guard's threshold; None when the checkpoint has no guard."""
+        return None if self.guard is None else self.guard.threshold
+
+    @property
+    def checks_domain(self) -> bool:
+        return self.domain_check != "off" and self.domain_threshold is not None
+
+    @torch.no_grad()
+    def domain_batch(self, images: np.ndarray) -> np.ndarray | None:
+        """images (B, S, S, 3) in [0, 1] -> distances to the training domain (B,), or None
+        when not checked. A plain pass of the frozen backbone (no adapters, no hooks), fp32."""
+        if not self.checks_domain:
+            return None
+        batch = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+        features = domain_features(self.method.backbone, batch.float().to(self.device))
+        return self.guard(features).float().cpu().numpy()
+
+    def run_batch(self, images: np.ndarray) -> Scored:
+        """`score_batch` and `domain_batch` together: what predict, volumes, the service and
+        the Ray actors call (another runtime overrides it with one pass of its own)."""
+        scores, maps = self.score_batch(images)
+        return Scored(scores, maps, self.domain_batch(images))
+
+    def judge(self, distance: float | None) -> tuple[bool | None, str | None]:
+        """(in_domain, note) for one distance (None: not computed)."""
+        if self.domain_check == "off":
+            return None, "domain check off"
+        if self.domain_threshold is None:
+            return None, NO_GUARD_NOTE
+        flag = in_domain(distance, self.domain_threshold)
+        return flag, None if flag else OUT_OF_DOMAIN
 
     def prepare_image(self, image: np.ndarray, source: str) -> np.ndarray:
         """Check an (H, W), (H, W, 1|3) image in [0, 1] and resize it to the model's input."""
@@ -140,27 +201,40 @@ class Detector:
             except AnomedError as exc:
                 rows[i] = self.error(source, str(exc))
         if ready:
-            scores, maps = self.score_batch(np.stack([r for _, r, _ in ready]))
-            for (i, _, shown), score, amap in zip(ready, scores, maps, strict=True):
-                rows[i] = self.result(rows[i].source, float(score), amap if keep_maps else None)
+            scores, maps, domain = self.run_batch(np.stack([r for _, r, _ in ready]))
+            for j, ((i, _, shown), score, amap) in enumerate(zip(ready, scores, maps, strict=True)):
+                distance = None if domain is None else float(domain[j])
+                amap = amap if keep_maps else None
+                rows[i] = self.result(rows[i].source, float(score), amap, distance)
                 if keep_images:
                     rows[i].image = shown
         return rows
 
-    def result(self, source: str, score: float, amap: np.ndarray | None) -> Prediction:
-        """A scored input; a non-finite score or map becomes an error (never "normal")."""
+    def result(
+        self, source: str, score: float, amap: np.ndarray | None, distance: float | None = None
+    ) -> Prediction:
+        """A scored input; a non-finite score or map becomes an error (never "normal"), and so
+        does an input outside the training domain under `domain_check` "refuse"."""
         if not math.isfinite(score) or (amap is not None and not np.isfinite(amap).all()):
             return self.error(
                 source,
                 "the model produced a non-finite score or map (NaN/Inf). Fix: check the "
                 "checkpoint's weights and the input's pixel values.",
             )
+        flag, note = self.judge(distance)
+        if flag is False and self.domain_check == "refuse":
+            row = self.error(source, refuse_message(source, distance, self.domain_threshold))
+            row.domain_distance, row.in_domain, row.domain_note = distance, False, note
+            return row
         return Prediction(
             source=source,
             score=score,
             decision=self.decide(score),
             threshold=self.threshold,
             anomaly_map=amap,
+            domain_distance=distance,
+            in_domain=flag,
+            domain_note=note,
         )
 
     def error(self, source: str, message: str) -> Prediction:
@@ -219,11 +293,14 @@ def load_detector(
     device: str = "auto",
     batch_size: int = 16,
     compile_backbone: bool = False,
+    domain_check: DomainCheck = "warn",
 ) -> Detector:
     """Load a checkpoint folder written by `anomed train` as a warm `Detector`."""
     batch_size = coerce(Positive, batch_size, "batch_size")
+    check_mode(domain_check)
     dev = resolve_device(device)
     method, info = load_checkpoint(run, dev)
+    guard = load_domain_guard(run, info, dev)
     if compile_backbone:
         method.backbone.compile_blocks()
-    return Detector(method, info, dev, batch_size, Path(run))
+    return Detector(method, info, dev, batch_size, Path(run), guard, domain_check)

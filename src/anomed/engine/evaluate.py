@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +31,11 @@ class EvalResult:
     # scores rescaled over this very set (finalize_test, e.g. the references' test-set min-max):
     # a threshold calibrated on another set does not apply to them
     set_relative: bool = False
+    # distances to the detector's training domain (engine.domain), (N,); None: not computed
+    domain: np.ndarray | None = None
+
+
+DomainFn = Callable[[torch.Tensor], torch.Tensor]  # images (B, 3, S, S) in [0, 1] -> (B,)
 
 
 @torch.no_grad()
@@ -42,11 +47,13 @@ def run_batches(
     progress: bool = False,
     total: int | None = None,
     desc: str = "eval",
+    domain_fn: DomainFn | None = None,
 ) -> EvalResult:
     """Score every batch; collect maps as float32; let the method finalise the outputs of the
-    whole set (`finalize_test`, e.g. a min-max over it) and compute the metrics."""
+    whole set (`finalize_test`, e.g. a min-max over it) and compute the metrics. `domain_fn`
+    (the checkpoint's domain guard) also measures each image's distance to the training domain."""
     method.eval()
-    labels, scores, maps, masks, has = [], [], [], [], []
+    labels, scores, maps, masks, has, domain = [], [], [], [], [], []
     parts: dict[str, list[np.ndarray]] = {}
     for batch in tqdm(batches, total=total, desc=desc, disable=not progress, unit="batch"):
         with autocast(device, amp):
@@ -61,6 +68,8 @@ def run_batches(
         maps.append(out.anomaly_map.float().cpu().numpy())
         masks.append(batch["mask"].numpy() > 0.5)
         has.append(batch["has_mask"].numpy())
+        if domain_fn is not None and "image" in batch:
+            domain.append(domain_fn(batch["image"].to(device).float()).float().cpu().numpy())
     final_maps, final_scores = method.finalize_test(
         np.concatenate(maps),
         np.concatenate(scores),
@@ -74,6 +83,7 @@ def run_batches(
         masks=np.concatenate(masks),
         has_mask=np.concatenate(has),
         set_relative=bool(parts),
+        domain=np.concatenate(domain) if domain else None,
     )
     result.metrics = _metrics(result)
     return result
@@ -94,12 +104,13 @@ def evaluate_dataset(
     num_workers: int = 0,
     progress: bool = False,
     desc: str = "eval",
+    domain_fn: DomainFn | None = None,
 ) -> EvalResult:
     """Evaluate on a dataset of items (see data.datasets)."""
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=num_workers
     )
-    return run_batches(method, loader, device, amp, progress, len(loader), desc)
+    return run_batches(method, loader, device, amp, progress, len(loader), desc, domain_fn)
 
 
 def evaluate_items(

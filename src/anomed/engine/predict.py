@@ -23,17 +23,30 @@ from anomed.config import Positive, coerce
 from anomed.data.io import is_image_file
 from anomed.data.volumes import find_volumes, is_volume_path
 from anomed.engine.detector import Detector, Prediction, load_detector
+from anomed.engine.domain import DomainCheck, check_mode, count_flags, refuse_message
 from anomed.errors import AnomedError, display_text
 from anomed.outputs import check_output_dir, clear_dir, dumps_json, write_json
 from anomed.viz.overlay import save_prediction_png
 
 MAX_BATCH = 256  # predict holds a batch's display copies (<= 1024 px) in memory: <= ~3 GiB
-FIELDS = ["file", "status", "score", "threshold", "decision", "error", "overlay", "slices"]
+FIELDS = [
+    "file",
+    "status",
+    "score",
+    "threshold",
+    "decision",
+    "domain_distance",
+    "in_domain",
+    "error",
+    "overlay",
+    "slices",
+]
 # Folder names and file-name parts that mark ground-truth masks inside a dataset folder.
 MASK_FOLDERS = frozenset(
     {"mask", "masks", "ground_truth", "ground_true", "gt", "anomaly_mask", "labels", "label"}
 )
 MASK_OR_HIDDEN = "mask or hidden file"
+NO_GUARD_HINT = "it was saved before the guard existed (retrain to record its training domain)"
 NOT_IMAGE = "not an image or volume file"
 NOT_REGULAR = "not a regular file (a pipe, socket or device)"
 BROKEN_LINK = (
@@ -84,7 +97,8 @@ class PredictReport:
         failed = [r for r in self.rows if r["status"] != "ok"]
         for r in self.rows if per_row else failed[:max_failures]:
             if r["status"] == "ok":
-                lines.append(f"{r['file']}: score {r['score']:.4f} -> {r['decision'] or '-'}")
+                flag = " (outside the training domain)" if r.get("in_domain") is False else ""
+                lines.append(f"{r['file']}: score {r['score']:.4f} -> {r['decision'] or '-'}{flag}")
             else:
                 lines.append(f"{r['file']}: error: {r['error']}")
         if not per_row and len(failed) > max_failures:
@@ -106,7 +120,23 @@ class PredictReport:
             + f"), {self.n_failed} failed; predictions.csv, predictions.json and overlays/ "
             f"in {display_path(self.output_dir)}"
         )
-        return lines
+        return lines + self.domain_lines()
+
+    def domain_lines(self) -> list[str]:
+        """The domain guard's count, when it flagged or could not judge anything."""
+        counts = count_flags(self.rows)
+        refused = sum(r["status"] == "error" and r.get("in_domain") is False for r in self.rows)
+        out = counts["out_of_domain"] + refused
+        if out:
+            what = f"{refused} refused" if refused else "decisions still given, flagged"
+            return [
+                f"domain guard: {out} of {len(self.rows)} inputs are outside this detector's "
+                f"training domain ({what}); see in_domain in predictions.csv"
+            ]
+        notes = {r.get("domain_note") for r in self.rows if r["status"] == "ok"}
+        if counts["domain_unknown"] and any(n and "before the domain guard" in n for n in notes):
+            return [f"domain guard: none in this checkpoint; {NO_GUARD_HINT}"]
+        return []
 
 
 def _is_mask_like(path: Path, root: Path) -> bool:
@@ -227,14 +257,16 @@ def predict_run(
     strict: bool = False,
     runtime: str = "torch",
     dicom_out: str | None = None,
+    domain_check: DomainCheck = "warn",
 ) -> PredictReport:
     """Score every input; write overlays, per-volume maps and the prediction tables.
 
     `runtime` "onnx" scores with the exported model (`anomed export`) under onnxruntime;
     `dicom_out` (seg, pmap, both) adds DICOM objects for DICOM series inputs (see
-    anomed.export.dicom_out). Raises AnomedError before any work for a bad output folder or
-    when nothing is scorable; with `strict`, after the run when any input failed (everything is
-    still written)."""
+    anomed.export.dicom_out). `domain_check` (warn, refuse, off): what to do with an input
+    outside the detector's training domain (anomed.engine.domain). Raises AnomedError before any
+    work for a bad output folder or when nothing is scorable; with `strict`, after the run when
+    any input failed (everything is still written)."""
     batch_size = coerce(Positive, batch_size, "--batch-size")  # 16.0 -> 16
     if batch_size > MAX_BATCH:
         raise AnomedError(
@@ -242,6 +274,7 @@ def predict_run(
             "are held in memory together). Fix: pass e.g. --batch-size 16."
         )
     _check_options(runtime, dicom_out, compile_backbone)
+    check_mode(domain_check)
     out = check_output_dir(output_dir, overwrite, inputs=list(inputs), protect=[checkpoint])
     files, volumes, problems, excluded = collect_inputs(inputs)
     if not files and not volumes:
@@ -250,6 +283,7 @@ def predict_run(
         detail = "; ".join(f"{display_path(p)}: {why}" for p, why in problems)
         raise AnomedError(f"no images to score. {detail}")  # each problem says its own fix
     detector = _load(checkpoint, runtime, device, batch_size, compile_backbone)
+    detector.domain_check = domain_check
     clear_dir(out)
     report = PredictReport(out, excluded=excluded)
     writer = _RowWriter(out)
@@ -305,15 +339,27 @@ def _add(report: PredictReport, writer: _RowWriter, row: dict) -> None:
     writer.write(row)
 
 
-def _error_row(path: str | Path, why: str, detector: Detector) -> dict:
+def _error_row(
+    path: str | Path, why: str, detector: Detector, pred: Prediction | None = None
+) -> dict:
     return {
         "file": display_path(path),
         "status": "error",
         "score": None,
         "threshold": detector.threshold,
         "decision": None,
+        "domain_distance": None if pred is None else pred.domain_distance,
+        "in_domain": None if pred is None else pred.in_domain,
         "error": display_text(why),
         "overlay": None,
+    }
+
+
+def _domain_fields(pred: Prediction) -> dict:
+    return {
+        "domain_distance": pred.domain_distance,
+        "in_domain": pred.in_domain,
+        "domain_note": pred.domain_note,
     }
 
 
@@ -329,7 +375,7 @@ def _image_rows(detector: Detector, files: list[Path], out: Path) -> Iterator[li
 
 def _image_row(detector: Detector, path: Path, pred: Prediction, out: Path, used: set) -> dict:
     if not pred.ok:
-        return _error_row(path, pred.error or "failed", detector)
+        return _error_row(path, pred.error or "failed", detector, pred)
     name = _overlay_name(path, used)
     try:
         save_prediction_png(
@@ -340,6 +386,7 @@ def _image_row(detector: Detector, path: Path, pred: Prediction, out: Path, used
             decision=pred.decision,
             threshold=pred.threshold,
             limits=detector.map_range,
+            note=pred.domain_note if pred.in_domain is False else None,
         )
         overlay = f"overlays/{name}"
     except (OSError, ValueError) as exc:  # the score stands; say why the picture is missing
@@ -351,6 +398,7 @@ def _image_row(detector: Detector, path: Path, pred: Prediction, out: Path, used
         "score": pred.score,
         "threshold": pred.threshold,
         "decision": pred.decision,
+        **_domain_fields(pred),
         "error": None if pred.error is None else display_text(pred.error),
         "overlay": overlay,
     }
@@ -363,12 +411,19 @@ def _volume_row(detector: Detector, path: Path, out: Path, dicom_out: str | None
         vol = predict_volume(detector, path, out / "volumes")
     except AnomedError as exc:
         return _error_row(path, str(exc), detector)
+    flag, note = detector.judge(vol.domain_distance)
+    judged = Prediction(str(path), domain_distance=vol.domain_distance, in_domain=flag)
+    judged.domain_note = note
+    if flag is False and detector.domain_check == "refuse":
+        why = refuse_message(display_path(path), vol.domain_distance, detector.domain_threshold)
+        return _error_row(path, why, detector, judged)
     row = {
         "file": display_path(path),
         "status": "ok",
         "score": vol.score,
         "threshold": detector.threshold,
         "decision": vol.decision,
+        **_domain_fields(judged),
         "error": None,
         "overlay": str(vol.map_path.relative_to(out)),
         "slices": str(vol.csv_path.relative_to(out)),
@@ -404,6 +459,9 @@ def _write_summary(report: PredictReport, detector: Detector, n_given: int) -> N
         "n_inputs": len(report.rows),
         "complete": len(report.rows) == n_given,  # False: the run was cut short
         "n_failed": report.n_failed,
+        "domain_check": getattr(detector, "domain_check", "off"),
+        "domain_threshold": getattr(detector, "domain_threshold", None),
+        **count_flags(report.rows),
         "predictions": report.rows,
         "excluded": [{"file": display_path(f), "reason": r} for f, r in report.excluded],
     }

@@ -19,6 +19,7 @@ import torch
 from anomed.data.datasets import SupportSet, load_sample
 from anomed.data.sample import DatasetSplits
 from anomed.engine.checkpoint import CheckpointInfo
+from anomed.engine.domain import NO_GUARD_NOTE
 from anomed.engine.evaluate import EvalResult
 from anomed.methods.base import METHODS
 from anomed.metrics import format_metrics_table
@@ -124,6 +125,7 @@ def write_eval_report(
         "target_fpr": cal.target_fpr,
         "scores_relative_to_test_set": result.set_relative,
         **decision_metrics(result.labels, result.scores, threshold, "calibrated"),
+        "domain_guard": domain_counts(result, info),
         "seconds": round(seconds, 2),
     }
     if probabilities:
@@ -136,6 +138,7 @@ def write_eval_report(
         rows.update(paper)
     text = format_metrics_table(rows) + "\n\n" + (f"Note: {note}.\n\n" if note else "")
     text += _decisions_text(payload, probabilities) + "\n"
+    text += "\n" + domain_text(payload["domain_guard"]) + "\n"
     write_text(out / "metrics.md", text)
     write_text(out / "scores.csv", _scores_csv(result, splits, threshold))
     save_roc_curve(out / "roc.png", result.labels, result.scores, title=_roc_title(splits, info))
@@ -149,6 +152,31 @@ def saved_test_split(eval_dir: str | Path) -> SetFingerprint | None:
         return SetFingerprint(**found) if isinstance(found, dict) else None
     except (OSError, ValueError, TypeError, AttributeError):
         return None
+
+
+def domain_counts(result: EvalResult, info: CheckpointInfo) -> dict:
+    """How many test images the domain guard would flag (normal and abnormal apart)."""
+    if info.domain is None or result.domain is None:
+        return {"threshold": None, "note": NO_GUARD_NOTE}
+    out = ~(np.isfinite(result.domain) & (result.domain <= info.domain.threshold))  # (N,)
+    return {
+        "threshold": info.domain.threshold,
+        "n_out_of_domain": int(out.sum()),
+        "n_normal_out_of_domain": int((out & (result.labels == 0)).sum()),
+        "n_abnormal_out_of_domain": int((out & (result.labels == 1)).sum()),
+        "share_out_of_domain": float(out.mean()) if out.size else 0.0,
+    }
+
+
+def domain_text(guard: dict) -> str:
+    """metrics.md's line on the domain guard."""
+    if guard["threshold"] is None:
+        return f"Domain guard: {guard['note']}"
+    return (
+        f"Domain guard: {guard['n_out_of_domain']} test images would be flagged as outside this "
+        f"detector's training domain ({guard['n_normal_out_of_domain']} normal, "
+        f"{guard['n_abnormal_out_of_domain']} abnormal; threshold {guard['threshold']:.3g})."
+    )
 
 
 def _decisions_text(payload: dict, probabilities: bool) -> str:

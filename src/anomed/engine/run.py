@@ -32,8 +32,15 @@ from anomed.data.shots import (
     sample_shots,
     write_shot_list,
 )
-from anomed.engine.checkpoint import Calibration, CheckpointInfo, load_checkpoint, save_checkpoint
+from anomed.engine.checkpoint import (
+    Calibration,
+    CheckpointInfo,
+    load_checkpoint,
+    load_domain_guard,
+    save_checkpoint,
+)
 from anomed.engine.device import resolve_device
+from anomed.engine.domain import DomainGuard, domain_features, fit_domain_guard
 from anomed.engine.evaluate import (
     EvalResult,
     calibrate_threshold,
@@ -271,6 +278,8 @@ def train_run(
         method, train_set, val_items, cfg.train, epochs, batch, device, test_eval, progress, log
     )
     calibration = calibrate(method, val_items, batch, device, cfg.train.target_fpr, cfg.train.amp)
+    target = [] if cfg.data.train_roots else supports[0].images  # zero-shot: the target's pool
+    guard = fit_domain_guard(method.backbone, target + validation.images, batch)
     info = CheckpointInfo(
         run=cfg,
         calibration=calibration,
@@ -287,16 +296,22 @@ def train_run(
             "n_val": len(run.split.val),
         },
     )
-    save_run(run, method, info, result)
+    save_run(run, method, info, result, guard)
     return TrainArtifacts(method, info, run.splits, result, run.output_dir, before)
 
 
-def save_run(run: PreparedRun, method: AnomalyMethod, info: CheckpointInfo, fit: FitResult) -> None:
-    """Write the checkpoint, shot list and history into a new folder that then replaces
-    `run.output_dir` whole (see anomed.outputs.staged_dir)."""
+def save_run(
+    run: PreparedRun,
+    method: AnomalyMethod,
+    info: CheckpointInfo,
+    fit: FitResult,
+    guard: DomainGuard | None = None,
+) -> None:
+    """Write the checkpoint (with its domain guard), shot list and history into a new folder
+    that then replaces `run.output_dir` whole (see anomed.outputs.staged_dir)."""
     with staged_dir(run.output_dir) as stage:
         write_shot_list(stage / "shots.yaml", run.split, run.splits.root)
-        save_checkpoint(stage, method, info)
+        save_checkpoint(stage, method, info, guard)
         write_json(stage / "history.json", fit.history)
 
 
@@ -356,8 +371,21 @@ def eval_run(
 
     start = time.perf_counter()
     workers = info.run.train.num_workers if num_workers is None else num_workers
+    guard = load_domain_guard(checkpoint, info, dev)
+
+    def domain_fn(images: torch.Tensor) -> torch.Tensor:  # how far from the training domain
+        return guard(domain_features(method.backbone, images))
+
     result = evaluate_dataset(
-        method, dataset, batch, dev, info.run.train.amp, workers, progress=progress, desc="eval"
+        method,
+        dataset,
+        batch,
+        dev,
+        info.run.train.amp,
+        workers,
+        progress=progress,
+        desc="eval",
+        domain_fn=None if guard is None else domain_fn,
     )
     seconds = time.perf_counter() - start
     with staged_dir(out) as stage:

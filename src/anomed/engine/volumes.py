@@ -33,6 +33,7 @@ from anomed.data.volumes import (
     stack_slices,
     write_nifti,
 )
+from anomed.engine.domain import volume_distance
 from anomed.errors import AnomedError
 from anomed.outputs import write_json, write_text
 
@@ -223,6 +224,7 @@ class VolumePrediction:
     map_path: Path
     csv_path: Path
     slice_scores: dict[int, float]  # non-empty slice index -> score
+    domain_distance: float | None = None  # median over the slices (engine.domain)
 
 
 def predict_volume(
@@ -253,11 +255,14 @@ def predict_volume(
         )
     maps = np.zeros(slices.shape, np.float32)
     scores = np.full(len(slices), np.nan, np.float32)
+    domain: list[np.ndarray] = []  # per batch, slice distances to the training domain
     size = detector.image_size
     for start in range(0, len(keep), detector.batch_size):
         idx = keep[start : start + detector.batch_size]
         batch = np.stack([resize_image(np.repeat(slices[i][..., None], 3, -1), size) for i in idx])
-        batch_scores, batch_maps = detector.score_batch(batch)
+        batch_scores, batch_maps, batch_domain = detector.run_batch(batch)
+        if batch_domain is not None:
+            domain.append(batch_domain)
         for j, i in enumerate(idx):
             maps[i] = cv2.resize(batch_maps[j], slices.shape[:0:-1], interpolation=cv2.INTER_LINEAR)
             scores[i] = batch_scores[j]
@@ -283,5 +288,11 @@ def predict_volume(
             writer.writerow([int(i), view, f"{scores[i]:.6f}", detector.decide(float(scores[i]))])
     slice_scores = {int(i): float(scores[i]) for i in keep}
     return VolumePrediction(
-        Path(path), score, detector.decide(score), map_path, csv_path, slice_scores
+        Path(path),
+        score,
+        detector.decide(score),
+        map_path,
+        csv_path,
+        slice_scores,
+        volume_distance(np.concatenate(domain) if domain else None),
     )

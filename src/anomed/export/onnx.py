@@ -5,6 +5,8 @@ The file takes a *normalised* image batch and returns the anomaly map and image 
 - input  `image`       float32 (B, 3, S, S), RGB, `(pixel in [0, 1] - mean) / std`
 - output `anomaly_map` float32 (B, S, S), the same map the PyTorch detector gives
 - output `score`       float32 (B,), compared with the calibrated threshold (above: abnormal)
+- output `domain_distance` float32 (B,), distance to the training domain (`anomed.engine.domain`;
+  above `domain_threshold`: outside it), present when the checkpoint recorded its domain
 
 mean, std, S, the threshold, the heatmap range, the method and the preset are in the model's
 metadata (`anomed.*` keys) and in a JSON sidecar beside it (`model.onnx` -> `model.json`), which
@@ -36,7 +38,14 @@ import torch
 from anomed._version import __version__
 from anomed.config import to_dict
 from anomed.data.datasets import load_sample
-from anomed.engine.checkpoint import WEIGHTS, CheckpointInfo, load_checkpoint, sha256_file
+from anomed.engine.checkpoint import (
+    WEIGHTS,
+    CheckpointInfo,
+    load_checkpoint,
+    load_domain_guard,
+    sha256_file,
+)
+from anomed.engine.domain import DomainGuard, domain_features
 from anomed.errors import AnomedError
 from anomed.export.graph import check_exportable, freeze_for_export
 from anomed.methods.base import AnomalyMethod
@@ -84,8 +93,29 @@ def normalise(images: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarr
 # ---- tracing -----------------------------------------------------------------------------------
 
 
-def trace_to_onnx(method: AnomalyMethod, path: Path, opset: int = OPSET, copy: bool = True) -> None:
-    """Fold `method` (see export.graph) and write its graph to `path` with a dynamic batch axis.
+class GuardedGraph(torch.nn.Module):
+    """The method's graph plus the domain guard on the same normalised input: the guard's
+    features come from a plain pass of the frozen backbone on the un-normalised pixels."""
+
+    def __init__(self, graph: torch.nn.Module, guard: DomainGuard, method: AnomalyMethod):
+        super().__init__()
+        self.graph, self.guard, self.backbone = graph, guard, method.backbone
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        amap, score = self.graph(x)
+        pixels = x * self.backbone.pixel_std + self.backbone.pixel_mean  # (B, 3, S, S) in [0, 1]
+        return amap, score, self.guard(domain_features(self.backbone, pixels))
+
+
+def trace_to_onnx(
+    method: AnomalyMethod,
+    path: Path,
+    opset: int = OPSET,
+    copy: bool = True,
+    guard: DomainGuard | None = None,
+) -> None:
+    """Fold `method` (see export.graph) and write its graph to `path` with a dynamic batch axis;
+    with `guard`, the graph also outputs `domain_distance`.
 
     Uses the TorchScript-based exporter (`dynamo=False`): it handles open_clip's attention and
     the unrolled memory-bank search, and needs no extra package."""
@@ -93,9 +123,13 @@ def trace_to_onnx(method: AnomalyMethod, path: Path, opset: int = OPSET, copy: b
     if opset < 17:
         raise AnomedError(f"--opset {opset}: anomed exports with opset 17 or newer")
     graph = freeze_for_export(method, copy=copy)
+    names = ["anomaly_map", "score"]
+    if guard is not None:
+        graph = GuardedGraph(graph, guard.cpu().eval(), method).eval()
+        names.append("domain_distance")
     size = method.backbone.image_size
     dummy = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
-    axes = {"image": {0: "batch"}, "anomaly_map": {0: "batch"}, "score": {0: "batch"}}
+    axes = {"image": {0: "batch"}, **{name: {0: "batch"} for name in names}}
     with warnings.catch_warnings(), torch.no_grad(), _silenced_fds():
         warnings.simplefilter("ignore")  # tracer notes on Python constants, exporter deprecation
         torch.onnx.export(
@@ -105,7 +139,7 @@ def trace_to_onnx(method: AnomalyMethod, path: Path, opset: int = OPSET, copy: b
             dynamo=False,
             opset_version=opset,
             input_names=["image"],
-            output_names=["anomaly_map", "score"],
+            output_names=names,
             dynamic_axes=axes,
             do_constant_folding=True,
         )
@@ -147,6 +181,7 @@ def _metadata(method: AnomalyMethod, info: CheckpointInfo) -> dict[str, str]:
         "std": [float(v) for v in std],
         "threshold": cal.threshold,
         "map_range": [cal.map_min, cal.map_max],
+        "domain_threshold": None if info.domain is None else info.domain.threshold,
     }
     return {f"anomed.{k}": json.dumps(v) for k, v in values.items()}
 
@@ -188,10 +223,11 @@ class SelfCheck:
     max_score_diff: float
     decisions_equal: int | None  # images whose decision agrees (None: no threshold)
     tolerance: float = TOLERANCE
+    max_domain_diff: float | None = None  # relative, domain_distance (None: no guard)
 
     @property
     def passed(self) -> bool:
-        diffs = (self.max_map_diff, self.max_score_diff)
+        diffs = (self.max_map_diff, self.max_score_diff, self.max_domain_diff or 0.0)
         return all(np.isfinite(d) and d <= self.tolerance for d in diffs)
 
     def line(self) -> str:
@@ -201,10 +237,15 @@ class SelfCheck:
             if self.decisions_equal is not None
             else ""
         )
+        domain = (
+            f", max relative domain distance diff {self.max_domain_diff:.2e}"
+            if self.max_domain_diff is not None
+            else ""
+        )
         return (
             f"self-check on {self.images} (onnxruntime CPU, fp32): max |map "
             f"diff| {self.max_map_diff:.2e}, max |score diff| {self.max_score_diff:.2e}"
-            f"{agree} -> {verdict}"
+            f"{domain}{agree} -> {verdict}"
         )
 
 
@@ -239,6 +280,15 @@ def torch_outputs(method: AnomalyMethod, images: np.ndarray) -> tuple[np.ndarray
     return out.image_score.float().cpu().numpy(), out.anomaly_map.float().cpu().numpy()
 
 
+@torch.no_grad()
+def torch_domain(method: AnomalyMethod, guard: DomainGuard | None, images: np.ndarray):
+    """PyTorch fp32 domain distances (B,) as `Detector.domain_batch`; None without a guard."""
+    if guard is None:
+        return None
+    batch = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).float()
+    return guard(domain_features(method.backbone, batch)).numpy()
+
+
 def self_check(
     path: Path, reference: tuple[np.ndarray, np.ndarray], images: np.ndarray, meta: dict
 ) -> tuple[np.ndarray, np.ndarray, float, float]:
@@ -247,7 +297,7 @@ def self_check(
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     x = normalise(images, np.array(meta["mean"], np.float32), np.array(meta["std"], np.float32))
     maps, scores = session.run(["anomaly_map", "score"], {"image": x})
-    ref_scores, ref_maps = reference
+    ref_scores, ref_maps = reference[:2]
     if maps.shape != ref_maps.shape or scores.shape != ref_scores.shape:
         return scores, maps, float("inf"), float("inf")
     return (
@@ -301,11 +351,13 @@ def export_run(
     self-check passed; on any failure nothing is left behind (an earlier export stays)."""
     run = Path(run)
     method, info = load_checkpoint(run, "cpu")
+    guard = load_domain_guard(run, info)
     check_exportable(method)  # before any work: a refusal is one line, at once
     target = Path(os.path.abspath(output or run / MODEL_NAME))
     _check_target(target, overwrite)
     images, source = check_images(info, method.backbone.image_size)
     reference = torch_outputs(method, images)  # the detector as it is, before any folding
+    domain = torch_domain(method, guard, images)
     metadata = _metadata(method, info)
     stage = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
     try:
@@ -313,7 +365,7 @@ def export_run(
         staged.parent.mkdir()
         start = time.perf_counter()
         try:
-            trace_to_onnx(method, staged, opset, copy=False)
+            trace_to_onnx(method, staged, opset, copy=False, guard=guard)
         except AnomedError:
             raise
         except Exception as exc:  # the exporter's own failures, as one line
@@ -324,7 +376,7 @@ def export_run(
         _finish_model(staged, metadata, _EXTERNAL_ABOVE)
         seconds = time.perf_counter() - start
         meta = {k.removeprefix("anomed."): json.loads(v) for k, v in metadata.items()}
-        check = _run_check(staged, reference, images, source, meta, info)
+        check = _run_check(staged, (*reference, domain), images, source, meta, info)
         if not check.passed:
             raise AnomedError(
                 f"{info.run.method}: the ONNX graph does not reproduce PyTorch: {check.line()}. "
@@ -340,12 +392,21 @@ def export_run(
 
 
 def _run_check(staged, reference, images, source, meta, info: CheckpointInfo) -> SelfCheck:
+    """`reference`: torch (scores, maps, domain distances or None)."""
     scores, _, dmap, dscore = self_check(staged, reference, images, meta)
     agree = None
     threshold = info.calibration.threshold
     if threshold is not None:
         agree = int(((scores > threshold) == (reference[0] > threshold)).sum())
-    return SelfCheck(source, len(images), dmap, dscore, agree, tolerance=TOLERANCE)
+    ddomain = None
+    if reference[2] is not None:
+        _, ort = _import_runtime()
+        session = ort.InferenceSession(str(staged), providers=["CPUExecutionProvider"])
+        mean, std = (np.array(meta[k], np.float32) for k in ("mean", "std"))
+        (found,) = session.run(["domain_distance"], {"image": normalise(images, mean, std)})
+        gap = np.abs(found - reference[2]) / np.maximum(1.0, np.abs(reference[2]))
+        ddomain = float(gap.max()) if found.shape == reference[2].shape else float("inf")
+    return SelfCheck(source, len(images), dmap, dscore, agree, TOLERANCE, ddomain)
 
 
 def _sidecar(staged: Path, run: Path, info, meta: dict, check: SelfCheck, opset, seconds) -> dict:
@@ -371,8 +432,17 @@ def _sidecar(staged: Path, run: Path, info, meta: dict, check: SelfCheck, opset,
         "outputs": {
             "anomaly_map": "float32 (batch, S, S)",
             "score": "float32 (batch,); abnormal when > threshold",
+            **(
+                {
+                    "domain_distance": "float32 (batch,); outside the training domain when > "
+                    "domain_threshold"
+                }
+                if meta["domain_threshold"] is not None
+                else {}
+            ),
         },
         "threshold": meta["threshold"],
+        "domain_threshold": meta["domain_threshold"],
         "map_range": meta["map_range"],
         "checkpoint": {
             "path": str(run.absolute()),

@@ -15,7 +15,8 @@ import torch
 
 from anomed.config import from_dict
 from anomed.engine.checkpoint import WEIGHTS, CheckpointInfo, sha256_file
-from anomed.engine.detector import Detector
+from anomed.engine.detector import Detector, Scored
+from anomed.engine.domain import check_mode
 from anomed.errors import AnomedError
 from anomed.export.onnx import MODEL_NAME, _import_runtime, normalise, sidecar_path
 
@@ -41,6 +42,15 @@ class OnnxDetector(Detector):
         self.device = torch.device("cuda" if on_gpu else "cpu")
         self.mean = np.array(sidecar["input"]["mean"], np.float32)
         self.std = np.array(sidecar["input"]["std"], np.float32)
+        self.guard = None  # the graph holds it: output `domain_distance` (engine.domain)
+        self.domain_check = "warn"
+        names = {o.name for o in session.get_outputs()}
+        guarded = "domain_distance" in names and sidecar.get("domain_threshold") is not None
+        self._domain_threshold = sidecar["domain_threshold"] if guarded else None
+
+    @property
+    def domain_threshold(self) -> float | None:
+        return self._domain_threshold
 
     @property
     def image_size(self) -> int:
@@ -51,6 +61,19 @@ class OnnxDetector(Detector):
         x = normalise(images, self.mean, self.std)
         maps, scores = self.session.run(["anomaly_map", "score"], {"image": x})
         return np.asarray(scores, np.float32), np.asarray(maps, np.float32)
+
+    def domain_batch(self, images: np.ndarray) -> np.ndarray | None:
+        return self.run_batch(images).domain
+
+    def run_batch(self, images: np.ndarray) -> Scored:
+        """One session run: scores, maps and (when checked) the graph's domain distances."""
+        if not self.checks_domain:
+            return Scored(*self.score_batch(images), None)
+        x = normalise(images, self.mean, self.std)
+        names = ["anomaly_map", "score", "domain_distance"]
+        maps, scores, domain = self.session.run(names, {"image": x})
+        f32 = np.float32
+        return Scored(np.asarray(scores, f32), np.asarray(maps, f32), np.asarray(domain, f32))
 
 
 def resolve_onnx_path(source: str | Path) -> Path:
@@ -132,10 +155,16 @@ def load_session(path: Path, device: str = "auto", threads: int = 0):
 
 
 def load_onnx_detector(
-    source: str | Path, device: str = "auto", batch_size: int = 16, threads: int = 0
+    source: str | Path,
+    device: str = "auto",
+    batch_size: int = 16,
+    threads: int = 0,
+    domain_check: str = "warn",
 ) -> OnnxDetector:
     """An `OnnxDetector` from a run folder (RUN/model.onnx) or an .onnx file with its sidecar."""
     path = resolve_onnx_path(source)
     sidecar = read_sidecar(path)
     info = from_dict(CheckpointInfo, sidecar["info"])
-    return OnnxDetector(load_session(path, device, threads), sidecar, info, path, batch_size)
+    detector = OnnxDetector(load_session(path, device, threads), sidecar, info, path, batch_size)
+    detector.domain_check = check_mode(domain_check)
+    return detector

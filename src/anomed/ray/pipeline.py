@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 
@@ -48,6 +48,7 @@ class RayPredictConfig:
     retry_errors: bool = False  # on resume, score error rows again
     overwrite: bool = False  # empty OUT first instead of resuming
     progress: bool = True
+    domain_check: Literal["warn", "refuse", "off"] = "warn"  # see anomed.engine.domain
 
 
 @dataclass
@@ -92,6 +93,11 @@ class RayPredictReport:
             f"{self.output_dir}: {tot['rows']} rows ({tot['ok']} ok, {tot['error']} error, "
             f"{tot['abnormal']} abnormal) in {shards.SHARDS}/part-*.parquet; summary.json",
         ]
+        if tot.get("out_of_domain"):
+            lines.append(
+                f"domain guard: {tot['out_of_domain']} rows are outside this detector's training "
+                "domain (column in_domain)"
+            )
         if self.duplicates_removed:
             lines.append(f"removed {self.duplicates_removed} duplicate/superseded rows")
         return lines
@@ -254,7 +260,12 @@ def predict_ray(
         shards.open_output(out, cfg.overwrite, {**run_info, "method": method})
         done = shards.done_keys(out, cfg.retry_errors)
         spec = ScorerSpec(
-            str(Path(checkpoint).absolute()), plan.device, cfg.batch_size, str(out), cfg.maps
+            str(Path(checkpoint).absolute()),
+            plan.device,
+            cfg.batch_size,
+            str(out),
+            cfg.maps,
+            cfg.domain_check,
         )
         pipeline = _pipeline(
             ray, _listing(ray, plain, manifests, done, plan), cfg, plan, spec, size, writer
@@ -282,7 +293,7 @@ def _drain(pipeline) -> dict[str, int]:
 
 
 def _totals(out: Path) -> dict[str, int]:
-    table = shards.read_column_table(out, ["status", "decision"])
+    table = shards.read_column_table(out, ["status", "decision", "in_domain"])
     status, decision = table.column("status").to_pylist(), table.column("decision").to_pylist()
     ok = status.count("ok")
     return {
@@ -290,6 +301,7 @@ def _totals(out: Path) -> dict[str, int]:
         "ok": ok,
         "error": len(status) - ok,
         "abnormal": decision.count("abnormal"),
+        "out_of_domain": table.column("in_domain").to_pylist().count(False),
     }
 
 

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from anomed.data.io import read_image
 from anomed.engine.checkpoint import MANIFEST
+from anomed.engine.domain import OUT_OF_DOMAIN
 from anomed.errors import AnomedError
 from anomed.outputs import check_output_dir, clear_dir, temp_sibling, write_json
 from anomed.ray.inputs import WRITTEN_KINDS
@@ -42,6 +43,8 @@ SCHEMA = pa.schema(
         ("score", pa.float64()),
         ("decision", pa.string()),  # "abnormal" | "normal" | null (error / no threshold)
         ("threshold", pa.float64()),
+        ("domain_distance", pa.float64()),  # distance to the training domain (engine.domain)
+        ("in_domain", pa.bool_()),  # null: not checked (--domain-check off, or no guard)
         ("run_id", pa.string()),
         ("kind", pa.string()),  # "image" | "volume" | "input" (could not be listed)
         ("slice_scores", pa.list_(pa.struct([("slice", pa.int32()), ("score", pa.float64())]))),
@@ -172,6 +175,11 @@ def write_shard(
     return {**result, "shard": np.array([name], dtype=object)}
 
 
+def _finite(value) -> float | None:
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
 def _text(value) -> str | None:
     return None if value is None or value == "" else str(value)
 
@@ -179,6 +187,7 @@ def _text(value) -> str | None:
 def _table_row(batch, i: int, out: Path, run: str, threshold, limits) -> dict:
     status = "error" if batch["kind"][i] == "input" else str(batch["status"][i])
     score = float(batch["score"][i])
+    guarded = "in_domain" in batch  # batches of a scorer that predates the guard have none
     row = {
         "path": str(batch["path"][i]),
         "status": status,
@@ -186,6 +195,10 @@ def _table_row(batch, i: int, out: Path, run: str, threshold, limits) -> dict:
         "score": score if status == "ok" and np.isfinite(score) else None,
         "decision": _text(batch["decision"][i]) if status == "ok" else None,
         "threshold": threshold,
+        "domain_distance": _finite(batch["domain_distance"][i]) if guarded else None,
+        "in_domain": {"true": True, "false": False}.get(str(batch["in_domain"][i]))
+        if guarded
+        else None,
         "run_id": run,
         "kind": str(batch["kind"][i]),
         "slice_scores": None,
@@ -221,6 +234,7 @@ def _overlay(batch, i: int, row: dict, out: Path, limits) -> None:
             decision=row["decision"],
             threshold=row["threshold"],
             limits=limits,
+            note=OUT_OF_DOMAIN if row["in_domain"] is False else None,
         )
         row["overlay"] = rel
     except (OSError, ValueError, AnomedError) as exc:

@@ -20,6 +20,7 @@ import numpy as np
 
 from anomed.data.io import read_image
 from anomed.engine.detector import prepare_image
+from anomed.engine.domain import refuse_message
 from anomed.engine.predict import display_path
 from anomed.errors import AnomedError
 from anomed.ray.inputs import to_columns
@@ -32,11 +33,21 @@ SCORED = (
     "error",
     "score",
     "decision",
+    "domain_distance",
+    "in_domain",
     "slice_scores",
     "overlay",
     "slices",
     "amap",
 )
+
+
+def _domain_columns(distance: float | None, flag: bool | None) -> dict:
+    """The guard's two columns as the writer reads them (NaN / "" for not computed)."""
+    return {
+        "domain_distance": np.nan if distance is None else distance,
+        "in_domain": "" if flag is None else ("true" if flag else "false"),
+    }
 
 
 def _message(exc: Exception) -> str:
@@ -81,6 +92,7 @@ class ScorerSpec:
     batch_size: int
     output_dir: str  # OUT (visible on every node)
     keep_maps: bool  # ship image maps to the writer (overlays) and keep volume NIfTI maps
+    domain_check: str = "warn"  # warn | refuse | off (engine.domain)
 
 
 class Scorer:
@@ -90,7 +102,9 @@ class Scorer:
         from anomed.engine.detector import load_detector
 
         self.spec = spec
-        self.detector = load_detector(spec.run, spec.device, spec.batch_size)
+        self.detector = load_detector(
+            spec.run, spec.device, spec.batch_size, domain_check=spec.domain_check
+        )
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["kind"])
@@ -100,6 +114,7 @@ class Scorer:
         ]
         for row in rows:
             row.update(score=np.nan, decision="", slice_scores="", overlay="", slices="")
+            row.update(domain_distance=np.nan, in_domain="")
             row["amap"] = b""
         out = {k: v for k, v in batch.items() if k != "pixels"}
         todo = [i for i in range(n) if batch["kind"][i] in ("image", "volume")]
@@ -145,9 +160,11 @@ class Scorer:
         images = np.stack(
             [np.frombuffer(batch["pixels"][i], np.float32).reshape(size, size, 3) for i in idx]
         )  # (B, S, S, 3)
-        scores, maps = self.detector.score_batch(images)  # (B,), (B, S, S)
-        for i, score, amap in zip(idx, scores, maps, strict=True):
-            pred = self.detector.result(str(batch["path"][i]), float(score), amap)
+        scores, maps, domain = self.detector.run_batch(images)  # (B,), (B, S, S), (B,) | None
+        for j, (i, score, amap) in enumerate(zip(idx, scores, maps, strict=True)):
+            distance = None if domain is None else float(domain[j])
+            pred = self.detector.result(str(batch["path"][i]), float(score), amap, distance)
+            rows[i].update(_domain_columns(pred.domain_distance, pred.in_domain))
             if not pred.ok:
                 rows[i].update(status="error", error=pred.error)
                 continue
@@ -173,7 +190,17 @@ class Scorer:
             if scratch:
                 shutil.rmtree(scratch, ignore_errors=True)
         pairs = [[i, s] for i, s in sorted(vol.slice_scores.items())]
+        flag, _ = self.detector.judge(vol.domain_distance)
+        domain = _domain_columns(vol.domain_distance, flag)
+        if flag is False and self.detector.domain_check == "refuse":
+            why = refuse_message(
+                display_path(os.fsdecode(source)),
+                vol.domain_distance,
+                self.detector.domain_threshold,
+            )
+            return {"status": "error", "error": why, **domain}
         row = {
+            **domain,
             "score": vol.score,
             "decision": vol.decision or "",
             "slice_scores": json.dumps(pairs),

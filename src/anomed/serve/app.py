@@ -44,6 +44,7 @@ MEDIA = {".png": "image/png", ".gz": "application/gzip", ".csv": "text/csv"}
 EXPORT_FIELDS = [
     "id", "name", "model", "kind", "status", "score", "threshold", "decision", "n_slices",
     "max_slice", "verdict", "note", "reviewed_at", "created", "sha256", "error",
+    "domain_distance", "in_domain",
 ]  # fmt: skip
 CSP = {  # the page loads only its own files; pictures come as blob: URLs
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; "
@@ -78,7 +79,7 @@ def study_json(record: dict[str, Any]) -> dict[str, Any]:
         verdict = {k: record[k] for k in ("verdict", "note", "reviewed_at")}
     keep = ("id", "name", "model", "kind", "file_kind", "status", "score", "threshold",
             "decision", "error", "created", "n_slices", "max_slice", "slice_scores", "width",
-            "height", "job_id", "sha256", "size")  # fmt: skip
+            "height", "job_id", "sha256", "size", "domain_distance", "in_domain")  # fmt: skip
     out = {k: record.get(k) for k in keep}
     out["map_range"] = [record.get("map_min"), record.get("map_max")]
     return {**out, "urls": urls, "verdict": verdict}
@@ -218,9 +219,13 @@ def _api_routes(service: Service) -> APIRouter:
         model: ModelName = None,
         decision: Literal["abnormal", "normal"] | None = None,
         reviewed: bool | None = None,
+        in_domain: bool | None = None,
     ) -> list[dict[str, Any]]:
-        """Every study, highest score first, with its verdict."""
-        rows = service.store.studies(model=model, decision=decision, reviewed=reviewed)
+        """Every study, highest score first, with its verdict; `in_domain=false`: only those
+        outside their detector's training domain."""
+        rows = service.store.studies(
+            model=model, decision=decision, reviewed=reviewed, in_domain=in_domain
+        )
         return [study_json(r) for r in rows]
 
     @api.get("/studies/{study_id}", tags=["studies"])

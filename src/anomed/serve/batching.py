@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from anomed.engine.detector import Detector
+from anomed.engine.detector import Detector, Scored
 
-ScoreFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+# images (B, S, S, 3) -> (scores (B,), maps (B, S, S)[, domain distances (B,) or None])
+ScoreFn = Callable[[np.ndarray], tuple]
 
 
 class BatcherClosed(RuntimeError):
@@ -63,10 +64,16 @@ class MicroBatcher:
     def score(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """images (B, S, S, 3) -> scores (B,), maps (B, S, S), like `Detector.score_batch`,
         but sharing forward passes with every other caller."""
+        return self.run(images)[:2]
+
+    def run(self, images: np.ndarray) -> Scored:
+        """`score` plus the domain distances (None when `score_fn` gives none)."""
         futures = [self.submit(image) for image in images]
         results = [f.result() for f in futures]
         scores = np.array([r[0] for r in results], np.float32)
-        return scores, np.stack([r[1] for r in results])
+        domain = [r[2] for r in results]
+        distances = None if None in domain else np.array(domain, np.float32)
+        return Scored(scores, np.stack([r[1] for r in results]), distances)
 
     def close(self, timeout: float = 10.0) -> None:
         """Finish the images already queued, then stop the worker."""
@@ -109,8 +116,13 @@ class MicroBatcher:
         if not live:
             return
         try:
-            scores, maps = self.score_fn(np.stack([item.image for item in live]))
-            results = [(float(s), m) for s, m in zip(scores, maps, strict=True)]
+            out = self.score_fn(np.stack([item.image for item in live]))
+            scores, maps = out[0], out[1]
+            domain = out[2] if len(out) > 2 and out[2] is not None else [None] * len(scores)
+            results = [
+                (float(s), m, None if d is None else float(d))
+                for s, m, d in zip(scores, maps, domain, strict=True)
+            ]
             if len(results) != len(live):
                 raise ValueError(f"{len(results)} results for a batch of {len(live)} images")
         except BaseException as exc:  # handed to every caller of this batch; the worker lives
@@ -148,3 +160,6 @@ class BatchedDetector:
 
     def score_batch(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.batcher.score(images)
+
+    def run_batch(self, images: np.ndarray) -> Scored:
+        return self.batcher.run(images)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Literal
 
 from anomed.config import DEVICE, Bounds, Pattern
 
@@ -35,6 +35,7 @@ class ServeConfig:
     batch_wait_ms: Annotated[float, Bounds(0.0, 1000.0)] = 5.0  # wait for more after the first
     job_workers: Annotated[int, Bounds(1, 16)] = 1  # study jobs processed at once
     access_log: bool = False  # one log line per request
+    domain_check: Literal["warn", "refuse", "off"] = "warn"  # inputs unlike the training images
 
     @property
     def max_upload_bytes(self) -> int:

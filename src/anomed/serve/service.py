@@ -78,11 +78,13 @@ class Service:
             ) from exc
         models = {}
         for name, path in model_names(cfg.runs):
-            detector = load_detector(path, cfg.device, batch_size=cfg.max_batch)
+            detector = load_detector(
+                path, cfg.device, batch_size=cfg.max_batch, domain_check=cfg.domain_check
+            )
             size = detector.image_size
-            detector.score_batch(np.zeros((1, size, size, 3), np.float32))  # warm-up pass
+            detector.run_batch(np.zeros((1, size, size, 3), np.float32))  # warm-up pass
             batcher = MicroBatcher(
-                detector.score_batch, cfg.max_batch, cfg.batch_wait_ms / 1000, name
+                detector.run_batch, cfg.max_batch, cfg.batch_wait_ms / 1000, name
             )
             models[name] = ServedModel(name, path, detector, batcher)
         return cls(cfg, models, Store(data_dir / "anomed-serve.sqlite"), data_dir)

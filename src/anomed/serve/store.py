@@ -21,7 +21,8 @@ CREATE TABLE IF NOT EXISTS studies (
     kind TEXT NOT NULL, file_kind TEXT NOT NULL, status TEXT NOT NULL, score REAL,
     threshold REAL, decision TEXT, error TEXT, n_slices INTEGER, max_slice INTEGER,
     slice_scores TEXT, map_min REAL, map_max REAL, width INTEGER, height INTEGER,
-    files TEXT NOT NULL, job_id TEXT, sha256 TEXT NOT NULL, size INTEGER NOT NULL
+    files TEXT NOT NULL, job_id TEXT, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
+    domain_distance REAL, in_domain INTEGER
 );
 CREATE TABLE IF NOT EXISTS verdicts (
     study_id TEXT PRIMARY KEY REFERENCES studies(id), verdict TEXT NOT NULL
@@ -39,8 +40,10 @@ _JSON_COLUMNS = ("slice_scores", "files", "studies", "errors")
 _STUDY_COLUMNS = (
     "id, created, name, model, kind, file_kind, status, score, threshold, decision, error, "
     "n_slices, max_slice, slice_scores, map_min, map_max, width, height, files, job_id, sha256, "
-    "size"
+    "size, domain_distance, in_domain"
 )
+# columns added since the first release: a database written before gets them (as NULL)
+_ADDED_COLUMNS = {"domain_distance": "REAL", "in_domain": "INTEGER"}
 
 
 class Store:
@@ -59,6 +62,10 @@ class Store:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
+            have = {row[1] for row in self._db.execute("PRAGMA table_info(studies)")}
+            for name, kind in _ADDED_COLUMNS.items():
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE studies ADD COLUMN {name} {kind}")
             # a job cut short by a stop stays visible, with what it finished
             if not recover_jobs:
                 return
@@ -106,10 +113,13 @@ class Store:
         decision: str | None = None,
         reviewed: bool | None = None,
         study_id: str | None = None,
+        in_domain: bool | None = None,
     ) -> list[dict[str, Any]]:
         """Studies with their verdicts, highest score first (errors last)."""
         where, args = [], []
-        for column, value in (("s.model", model), ("s.decision", decision), ("s.id", study_id)):
+        domain = None if in_domain is None else int(in_domain)
+        filters = (("s.model", model), ("s.decision", decision), ("s.id", study_id))
+        for column, value in (*filters, ("s.in_domain", domain)):
             if value is not None:
                 where.append(f"{column} = ?")
                 args.append(value)
@@ -167,6 +177,8 @@ def _encode(name: str, value: Any) -> Any:
 
 
 def _decode(row: dict[str, Any]) -> dict[str, Any]:
+    if row.get("in_domain") is not None:
+        row["in_domain"] = bool(row["in_domain"])
     for name in _JSON_COLUMNS:
         if isinstance(row.get(name), str):
             row[name] = json.loads(row[name])

@@ -23,6 +23,7 @@ from anomed.config import to_dict
 from anomed.data.io import read_image, shrink_to_side
 from anomed.data.volumes import normalize_volume, read_volume, slice_volume
 from anomed.engine.detector import Detector
+from anomed.engine.domain import OUT_OF_DOMAIN, refuse_message
 from anomed.engine.volumes import VolumePrediction, predict_volume
 from anomed.outputs import finite_or_none
 from anomed.serve.batching import BatchedDetector, MicroBatcher
@@ -66,6 +67,8 @@ class ServedModel:
                 "threshold": det.threshold,
                 "target_fpr": info.calibration.target_fpr,
                 "map_range": list(det.map_range),
+                "domain_threshold": det.domain_threshold,  # None: saved before the guard
+                "domain_check": det.domain_check,
                 "training": to_dict(info.fit),
                 "device": str(det.device),
                 "anomed_version": info.anomed_version,
@@ -123,18 +126,21 @@ def _score_image(model: ServedModel, staged: StagedFile, folder: Path) -> dict[s
     det = model.detector
     image = read_image(staged.target)  # (H, W, 3) float32 in [0, 1]
     prepared = det.prepare_image(image, staged.label)  # (S, S, 3)
-    score, amap = model.batcher.submit(prepared).result()
-    pred = det.result(staged.label, score, amap)
+    score, amap, distance = model.batcher.submit(prepared).result()
+    pred = det.result(staged.label, score, amap, distance)
     shown = shrink_to_side(image, MAX_SIDE)
     _save_png(folder / "image.png", _gray8(shown))
     record: dict[str, Any] = {"width": shown.shape[1], "height": shown.shape[0]}
+    record.update(domain_distance=pred.domain_distance, in_domain=pred.in_domain)
     if not pred.ok:
         return {**record, "status": "error", "error": pred.error, "files": ["image.png"]}
     limits = map_limits(det, [amap])
     _save_png(folder / "heat.png", heat_layer(amap, shown.shape[:2], limits))
+    note = OUT_OF_DOMAIN if pred.in_domain is False else None
     save_prediction_png(
-        folder / "overlay.png", image, amap, pred.score, pred.decision, det.threshold, limits
-    )
+        folder / "overlay.png", image, amap, pred.score, pred.decision, det.threshold, limits,
+        note=note,
+    )  # fmt: skip
     return {
         **record,
         "status": "ok",
@@ -155,7 +161,14 @@ def _display_shape(shape: tuple[int, int], spacing: tuple[float, float]) -> tupl
 
 def _score_volume(model: ServedModel, staged: StagedFile, folder: Path) -> dict[str, Any]:
     result = predict_volume(model.scorer, staged.target, folder / "predict", view=VIEW)
-    return volume_review(model.detector, staged.target, result, folder)
+    det = model.detector
+    flag, _ = det.judge(result.domain_distance)
+    if flag is False and det.domain_check == "refuse":
+        shutil.rmtree(folder / "predict", ignore_errors=True)
+        why = refuse_message(staged.label, result.domain_distance, det.domain_threshold)
+        domain = {"domain_distance": result.domain_distance, "in_domain": flag}
+        return {"status": "error", "error": why, "files": [], **domain}
+    return volume_review(det, staged.target, result, folder)
 
 
 def volume_review(
@@ -163,6 +176,8 @@ def volume_review(
 ) -> dict[str, Any]:
     """Move a volume's map and slice CSV into the study `folder` and draw its pictures; the
     study record's result fields. Also used for series scored by `anomed pacs watch`."""
+    flag, _ = det.judge(result.domain_distance)
+    domain = {"domain_distance": result.domain_distance, "in_domain": flag}
     shutil.move(result.map_path, folder / "anomaly.nii.gz")
     shutil.move(result.csv_path, folder / "slices.csv")
     shutil.rmtree(folder / "predict", ignore_errors=True)
@@ -183,8 +198,10 @@ def volume_review(
         result.decision,
         det.threshold,
         limits,
+        note=OUT_OF_DOMAIN if flag is False else None,
     )
     return {
+        **domain,
         "status": "ok",
         "score": result.score,
         "decision": result.decision,

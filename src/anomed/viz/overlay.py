@@ -207,9 +207,11 @@ def save_prediction_png(
     limits: tuple[float | None, float | None] = (None, None),
     cmap: str = "jet",
     max_side: int = MAX_OVERLAY_SIDE,
+    note: str | None = None,
 ) -> Path:
     """The original and its heatmap overlay side by side, a colour bar and a header with the
-    score, the decision and the threshold; drawn at most `max_side` pixels per panel."""
+    score, the decision and the threshold, and `note` (e.g. the domain guard's warning) on a
+    second header line; drawn at most `max_side` pixels per panel."""
     rgb = shrink_to_side(_as_rgb(image), max_side)
     amap = np.asarray(amap, dtype=np.float32)
     vmin, vmax = limits
@@ -221,12 +223,15 @@ def save_prediction_png(
     body = np.concatenate(
         [original, gap, over, gap, _colour_bar(rgb.shape[0], vmin, vmax, cmap)], 1
     )
-    header = np.full((26, body.shape[1], 3), 255, np.uint8)
+    header = np.full((44 if note else 26, body.shape[1], 3), 255, np.uint8)
     verdict = decision or "no threshold"
     thr = "" if threshold is None else f" (threshold {threshold:.4g})"
     text = f"score {score:.4g} -> {verdict}{thr}"
     colour = (200, 0, 0) if decision == "abnormal" else (0, 0, 0)
     cv2.putText(header, text, (4, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1, cv2.LINE_AA)
+    if note:
+        font, orange = cv2.FONT_HERSHEY_SIMPLEX, (200, 90, 0)
+        cv2.putText(header, f"! {note}", (4, 37), font, 0.45, orange, 1, cv2.LINE_AA)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.concatenate([header, body], 0)).save(path)

@@ -138,10 +138,21 @@ async function loadStudies(onlyIfChanged = false) {
 function visible(study) {
   const decision = $("filter-decision").value;
   const reviewed = $("filter-reviewed").value;
+  const domain = $("filter-domain").value;
   if (decision !== "all" && decide(study) !== decision) return false;
+  if (domain === "out" && study.in_domain !== false) return false;
+  if (domain === "in" && study.in_domain !== true) return false;
   if (reviewed === "yes" && !study.verdict) return false;
   if (reviewed === "no" && study.verdict) return false;
   return true;
+}
+
+function domainBadge() {
+  const badge = document.createElement("span");
+  badge.className = "badge-domain";
+  badge.textContent = "outside training domain";
+  badge.title = "outside this detector's training domain: the decision may not mean anything";
+  return badge;
 }
 
 function cell(text, className) {
@@ -164,6 +175,7 @@ function renderWorklist() {
     if (state.selected && state.selected.id === study.id) tr.classList.add("selected");
     const name = cell(study.kind === "volume" ? `${study.name} (${study.n_slices} slices)` : study.name, "name");
     name.title = study.name;
+    if (study.in_domain === false) name.append(" ", domainBadge());
     const verdict = document.createElement("td");
     if (study.verdict) {
       const badge = document.createElement("span");
@@ -211,6 +223,7 @@ function showMeta(study) {
   const parts = [`score ${fmt(study.score)}`, `decision at ${fmt(state.threshold)}: ${decision}`];
   if (study.decision) parts.push(`at the calibrated threshold: ${study.decision}`);
   if (study.error) parts.push(`error: ${study.error}`);
+  if (study.in_domain === false) parts.push("outside this detector's training domain");
   parts.push(study.file_kind);
   $("study-meta").textContent = parts.join(" · ");
   if (study.kind === "volume") drawStrip();
@@ -400,6 +413,7 @@ function init() {
   });
   $("filter-decision").addEventListener("change", renderWorklist);
   $("filter-reviewed").addEventListener("change", renderWorklist);
+  $("filter-domain").addEventListener("change", renderWorklist);
   $("model").addEventListener("change", () => {
     selectModel(state.models.find((m) => m.name === $("model").value));
     state.selected = null;
