@@ -193,7 +193,7 @@ def run_config_table() -> str:
 
     head = "| field | type | default | allowed | what it is |\n|---|---|---|---|---|\n"
     body = "".join(
-        f"| `{r['name']}` | `{_cell(r['type'])}` | {_cell(r['default'])} | "
+        f"| `{r['name']}` | {_cell(r['type'])} | {_cell(r['default'])} | "
         f"{_cell(r['allowed'])} | {_cell(r['about'])} |\n"
         for r in field_rows(RunConfig)
     )
@@ -217,7 +217,7 @@ def method_config_table(name: str) -> str:
     for r in field_rows(cls.config_class):
         cells = [_value(presets[p][r["name"]]) if r["name"] in presets[p] else "" for p in presets]
         rows.append(
-            f"| `{r['name']}` | `{_cell(r['type'])}` | {_cell(r['default'])} | "
+            f"| `{r['name']}` | {_cell(r['type'])} | {_cell(r['default'])} | "
             f"{_cell(cells[0])} | {_cell(cells[1])} | {_cell(r['allowed'])} | "
             f"{_cell(r['about'])} |\n"
         )

@@ -126,7 +126,9 @@ def _page_facts(driver) -> dict:
     return driver.execute_script(
         "return {links: Array.from(document.querySelectorAll('a[href]')).map(a => a.href),"
         " images: Array.from(document.images).map(i => [i.currentSrc || i.src, i.complete,"
-        " i.naturalWidth])};"
+        " i.naturalWidth]),"
+        " emptyTables: Array.from(document.querySelectorAll('article table')).filter("
+        "t => !t.tBodies.length || !t.tBodies[0].rows.length).length};"
     )
 
 
@@ -160,6 +162,8 @@ def test_every_page_renders_with_working_links_and_images(site, server) -> None:
             for src, complete, width in facts["images"]:
                 if not (complete and width > 0):
                     broken.append(f"{name}: image {src} did not load")
+            if facts["emptyTables"]:
+                broken.append(f"{name}: {facts['emptyTables']} table(s) without rows")
             for link in facts["links"]:
                 if link.startswith(server):
                     problem = _check_link(link, server, site)
