@@ -19,7 +19,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from anomed import __version__
+from anomed._version import __version__
 from anomed.backbone import FrozenCLIP, load_backbone
 from anomed.config import Bounds, RunConfig, from_dict, load_yaml, to_dict
 from anomed.errors import AnomedError

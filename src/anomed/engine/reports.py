@@ -28,7 +28,7 @@ from anomed.viz.plots import save_roc_curve
 
 if TYPE_CHECKING:
     from anomed.config import RunConfig
-    from anomed.engine.run import PreparedRun
+    from anomed.engine.prepared import PreparedRun
 
 
 def dataset_summary(splits: DatasetSplits) -> str:

@@ -41,6 +41,7 @@ from anomed.engine.evaluate import (
     evaluate_items,
     map_range,
 )
+from anomed.engine.prepared import PreparedRun
 from anomed.engine.reports import describe_run, write_eval_report
 from anomed.engine.train import FitResult, fit, resolve_schedule
 from anomed.errors import AnomedError
@@ -66,17 +67,6 @@ class TrainArtifacts:
     fit: FitResult
     output_dir: Path
     before: EvalResult | None = None  # the untrained model on the test set, when asked
-
-
-@dataclass
-class PreparedRun:
-    """A checked run before any training: its data, shots and (checked) output folder."""
-
-    cfg: RunConfig
-    splits: DatasetSplits
-    split: ShotSplit
-    output_dir: Path
-    class_name: str
 
 
 def validate_run_config(cfg: RunConfig) -> RunConfig:

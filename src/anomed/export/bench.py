@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from anomed.engine.timing import timed_batch
 from anomed.errors import AnomedError
 from anomed.methods.base import AnomalyMethod
 
@@ -21,7 +22,6 @@ def onnx_inference_speed(
     method: AnomalyMethod, batch_sizes: tuple[int, ...], iters: int, device: torch.device
 ) -> list[dict]:
     """img/s, latency and peak memory of the exported method per batch size."""
-    from anomed.engine.speed import timed_batch
     from anomed.export.onnx import trace_to_onnx
     from anomed.export.runtime import load_session
 

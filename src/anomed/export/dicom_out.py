@@ -25,7 +25,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 
-from anomed import __version__
+from anomed._version import __version__
 from anomed.errors import AnomedError
 
 KINDS = ("seg", "pmap", "both")
