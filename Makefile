@@ -7,7 +7,7 @@ $(VENV)/bin/anomed: pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[dev]'
 	touch $@
 
-.PHONY: demo test test-slow lint
+.PHONY: demo test test-slow lint docs
 demo: $(VENV)/bin/anomed
 	$(VENV)/bin/anomed demo
 
@@ -20,3 +20,6 @@ test-slow: $(VENV)/bin/anomed
 lint: $(VENV)/bin/anomed
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
+
+docs: $(VENV)/bin/anomed
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict

@@ -1,8 +1,8 @@
 """CondPrompt: conditional prompt learning for anomaly detection in medical image slices.
 
 Composition: a meta-net (Linear -> ReLU -> Linear) turns the final-layer image embedding into a
-prompt bias; each class prompt is [class words][N image-independent vectors][N image-dependent
-vectors + bias] (N = 32), encoded per image. Per tapped layer, M_l = cos(F_l, P_A) - cos(F_l, P_N)
+prompt bias; each class prompt is `[class words][N image-independent vectors][N image-dependent
+vectors + bias]` (N = 32), encoded per image. Per tapped layer, M_l = cos(F_l, P_A) - cos(F_l, P_N)
 on the projected patch tokens; layer weights w = softmax over layers of the spatial mean of M_l;
 M = sum_l w_l M_l, upsampled. The backbone is never fine-tuned; trained on normal slices with the
 synthesis tasks (or on labelled slices when given).

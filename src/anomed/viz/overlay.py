@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,9 +13,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 from PIL import Image
 
 from anomed.data.io import shrink_to_side
+from anomed.viz.scale import scale_format
 
 MASK_COLOUR = (0, 255, 0)  # ground-truth outline, RGB
 
@@ -103,20 +106,39 @@ def common_limits(maps: Sequence[np.ndarray]) -> tuple[float, float]:
     return float(lo), float(max(hi, lo + 1e-12))
 
 
+NAME_LINE = 30  # characters of a file name per title line (7 pt text in a 2.6 in cell)
+NAME_LINES = 2  # longer names are cut in the middle; the full name is in scores.csv
+
+
+def short_name(name: str, width: int = NAME_LINE, lines: int = NAME_LINES) -> str:
+    """A file name in at most `lines` lines of `width` characters: wrapped at separators where
+    possible; what does not fit is cut before the last line's end, kept ("…" marks the cut)."""
+    out, rest = [], name
+    while len(rest) > width and len(out) < lines - 1:
+        cut = max(rest.rfind(c, 0, width) for c in "_-. ")
+        cut = cut + 1 if cut >= width // 2 else width
+        out.append(rest[:cut])
+        rest = rest[cut:]
+    if len(rest) > width:
+        rest = "…" + rest[-(width - 1) :]
+    return "\n".join([*out, rest])
+
+
 def _cell_title(
     score: float | None,
     label: int | str | None,
     decision: str | None = None,
     name: str | None = None,
 ) -> str:
-    """Two short lines: the file name, then score, model decision and ground truth apart."""
-    parts = [] if score is None else [f"score {score:.3g}"]
+    """Short lines: the file name (wrapped or cut), score and model decision, ground truth."""
+    first = [] if score is None else [f"score {score:.3g}"]
     if decision is not None:
-        parts.append(f"model: {decision}")
+        first.append(f"model: {decision}")
+    truth = None
     if label is not None:
-        parts.append(f"truth: { ({0: 'normal', 1: 'abnormal'}.get(label, str(label))) }")
-    top = "" if name is None else (name if len(name) <= 28 else name[:12] + "..." + name[-13:])
-    return "\n".join(p for p in (top, " | ".join(parts)) if p)
+        truth = f"truth: { ({0: 'normal', 1: 'abnormal'}.get(label, str(label))) }"
+    top = None if name is None else short_name(name)
+    return "\n".join(p for p in (top, " · ".join(first), truth) if p)
 
 
 def _draw_cells(axes, images, maps, masks, titles, limits, cmap) -> None:
@@ -129,7 +151,56 @@ def _draw_cells(axes, images, maps, masks, titles, limits, cmap) -> None:
         if masks is not None and masks[i] is not None:
             cell = mask_contour(cell, masks[i])
         ax.imshow(cell)
-        ax.set_title(titles[i], fontsize=7)
+        ax.set_title(titles[i], fontsize=7, linespacing=1.15)
+
+
+def heatmap_grid_figure(
+    images: Sequence[np.ndarray],
+    maps: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray | None] | None = None,
+    scores: Sequence[float] | None = None,
+    labels: Sequence[int | str] | None = None,
+    decisions: Sequence[str | None] | None = None,
+    names: Sequence[str] | None = None,
+    ncols: int = 4,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    cmap: str = "jet",
+) -> Figure:
+    """The grid of `save_heatmap_grid` as a Figure (constrained layout: titles, colour bar and
+    heading get their own room, so nothing overlaps at any image count)."""
+    if len(images) != len(maps) or len(images) == 0:
+        raise ValueError(f"need one map per image and >= 1 image, got {len(images)}, {len(maps)}")
+    note = ""
+    if vmin is None or vmax is None:
+        auto = common_limits(maps)
+        vmin, vmax = (auto[0] if vmin is None else vmin), (auto[1] if vmax is None else vmax)
+        note = " (default: 1st-99th percentile of all maps)"
+    ncols = max(1, min(ncols, len(images)))
+    nrows = -(-len(images) // ncols)
+    width = max(2.6 * ncols + 0.9, 4.0)
+    fig = Figure(figsize=(width, 3.0 * nrows + 0.7), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    titles = [
+        _cell_title(
+            None if scores is None else float(scores[i]),
+            None if labels is None else labels[i],
+            None if decisions is None else decisions[i],
+            None if names is None else names[i],
+        )
+        for i in range(len(images))
+    ]
+    _draw_cells(axes, images, maps, masks, titles, (vmin, vmax), cmap)
+    fmt = scale_format(vmin, vmax)
+    bar = fig.colorbar(ScalarMappable(Normalize(vmin, vmax), cmap), ax=list(axes), fraction=0.03)
+    bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt(v)))
+    bar.ax.tick_params(labelsize=7)
+    has_outline = masks is not None and any(m is not None and np.any(m) for m in masks)
+    outline = "; green outline: ground-truth mask" if has_outline else ""
+    heading = f"one colour scale for all cells: [{fmt(vmin)}, {fmt(vmax)}]{note}{outline}"
+    fig.suptitle(textwrap.fill(heading, int(width * 72 / (9 * 0.6))), fontsize=9)
+    return fig
 
 
 def save_heatmap_grid(
@@ -147,36 +218,15 @@ def save_heatmap_grid(
     cmap: str = "jet",
 ) -> Path:
     """Write a PNG grid of overlays, one colour scale for all; each cell titled with its file
-    name, score, the model's decision and the ground truth (labelled apart).
+    name (wrapped, or cut in the middle: the full name is in scores.csv), score, the model's
+    decision and the ground truth (labelled apart).
 
     vmin / vmax default to the 1st / 99th percentiles of all maps; the figure states the scale
-    and shows it as a colour bar. Ground-truth outlines are drawn in green where masks exist."""
-    if len(images) != len(maps) or len(images) == 0:
-        raise ValueError(f"need one map per image and >= 1 image, got {len(images)}, {len(maps)}")
-    note = ""
-    if vmin is None or vmax is None:
-        auto = common_limits(maps)
-        vmin, vmax = (auto[0] if vmin is None else vmin), (auto[1] if vmax is None else vmax)
-        note = " (default: 1st-99th percentile of all maps)"
-    ncols = max(1, min(ncols, len(images)))
-    nrows = -(-len(images) // ncols)
-    fig = Figure(figsize=(2.6 * ncols + 0.8, 2.8 * nrows + 0.6), dpi=100)
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    titles = [
-        _cell_title(
-            None if scores is None else float(scores[i]),
-            None if labels is None else labels[i],
-            None if decisions is None else decisions[i],
-            None if names is None else names[i],
-        )
-        for i in range(len(images))
-    ]
-    _draw_cells(axes, images, maps, masks, titles, (vmin, vmax), cmap)
-    fig.colorbar(ScalarMappable(Normalize(vmin, vmax), cmap), ax=list(axes), fraction=0.03)
-    has_outline = masks is not None and any(m is not None and np.any(m) for m in masks)
-    outline = "; green outline: ground-truth mask" if has_outline else ""
-    fig.suptitle(f"one colour scale for all cells: [{vmin:.3g}, {vmax:.3g}]{note}{outline}")
+    and shows it as a colour bar, all its labels in one number format. Ground-truth outlines
+    are drawn in green where masks exist."""
+    fig = heatmap_grid_figure(
+        images, maps, masks, scores, labels, decisions, names, ncols, vmin, vmax, cmap
+    )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -187,13 +237,18 @@ MAX_OVERLAY_SIDE = 1024  # prediction pictures are drawn at most this large (bou
 
 
 def _colour_bar(height: int, vmin: float, vmax: float, cmap: str, width: int = 18) -> np.ndarray:
-    """A vertical colour bar (H, width + labels, 3) uint8 with its limits written beside it."""
+    """A vertical colour bar (H, width + labels, 3) uint8 with its limits written beside it, both
+    in one number format (viz.scale) and never cut off: the panel is as wide as the labels."""
+    fmt = scale_format(vmin, vmax)
+    labels = (fmt(vmax), fmt(vmin))
+    font, size = cv2.FONT_HERSHEY_SIMPLEX, 0.4
+    text_width = max(cv2.getTextSize(t, font, size, 1)[0][0] for t in labels)
     ramp = np.linspace(1, 0, height)[:, None].repeat(width, 1)
     bar = np.round(matplotlib.colormaps[cmap](ramp)[..., :3] * 255).astype(np.uint8)
-    panel = np.full((height, width + 64, 3), 255, np.uint8)
+    panel = np.full((height, width + max(64, text_width + 8), 3), 255, np.uint8)
     panel[:, :width] = bar
-    for text, y in ((f"{vmax:.3g}", 12), (f"{vmin:.3g}", height - 4)):
-        cv2.putText(panel, text, (width + 3, y), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+    for text, y in zip(labels, (12, height - 4), strict=True):
+        cv2.putText(panel, text, (width + 3, y), font, size, (0, 0, 0), 1)
     return panel
 
 

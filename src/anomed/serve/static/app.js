@@ -60,6 +60,23 @@ function dropBlobs() {
 
 const fmt = (x) => (x === null || x === undefined ? "–" : Number(x).toPrecision(4));
 
+// One number format for every label of a colour scale, as anomed.viz.scale.scale_format:
+// fixed-point with the decimals that give the span three significant digits, or scientific
+// with two decimals for very large or very small magnitudes.
+function scaleFormat(lo, hi) {
+  const big = Math.max(Math.abs(lo), Math.abs(hi));
+  const span = Math.abs(hi - lo) || big || 1;
+  const scientific = big >= 1e5 || (big > 0 && big < 1e-3) || span < 1e-6;
+  const decimals = Math.max(0, Math.min(6, 2 - Math.floor(Math.log10(span))));
+  return (x) => {
+    if (x === null || x === undefined) return "–";
+    if (!Number.isFinite(x)) return String(x);
+    if (scientific) return x.toExponential(2).replace(/e([+-])(\d)$/, "e$10$2");
+    const text = x.toFixed(decimals);
+    return Number(text) === 0 ? text.replace(/^-/, "") : text;
+  };
+}
+
 function decide(study) {
   if (study.status !== "ok" || study.score === null) return "error";
   if (state.threshold === null) return "none";
@@ -203,8 +220,9 @@ async function openStudy(id) {
   $("viewer-empty").hidden = true;
   $("viewer").hidden = false;
   $("study-name").textContent = study.name;
-  $("bar-max").textContent = fmt(study.map_range[1]);
-  $("bar-min").textContent = fmt(study.map_range[0]);
+  const barFormat = scaleFormat(study.map_range[0], study.map_range[1]);
+  $("bar-max").textContent = barFormat(study.map_range[1]);
+  $("bar-min").textContent = barFormat(study.map_range[0]);
   showVerdict(study);
   showDownloads(study);
   const volume = study.kind === "volume";
