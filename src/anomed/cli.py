@@ -211,8 +211,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.engine == "ray":
         if args.runtime != "torch" or args.dicom_out:
             raise AnomedError(
-                "--runtime onnx and --dicom-out work with the local engine only. Fix: drop "
-                "them, or drop --engine ray."
+                f"--runtime {args.runtime} and --dicom-out work with the local engine only. "
+                "Fix: drop them, or drop --engine ray."
             )
         return cmd_predict_ray(args)
     ray_only = {
@@ -278,9 +278,19 @@ def cmd_predict_ray(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from anomed.export.onnx import export_run
+    from anomed.export.gates import Gates
+    from anomed.export.pipeline import export_run
 
-    report = export_run(args.run, args.output, overwrite=args.overwrite, opset=args.opset)
+    gates = Gates(args.gate_rank_corr, args.gate_map_cosine, args.gate_auroc_drop)
+    report = export_run(
+        args.run,
+        args.output,
+        overwrite=args.overwrite,
+        opset=args.opset,
+        fmt=args.format,
+        quantize=args.quantize,
+        gates=gates,
+    )
     for line in report.lines():
         print(line)
 
@@ -462,6 +472,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from anomed.serve.config import token_from_env
 
     keys = ["host", "port", "data_dir", "device", "max_upload_mb", "max_batch", "batch_wait_ms"]
+    keys.append("runtime")
     data = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     data.update(runs=[str(r) for r in args.runs], token=token_from_env(args.token))
     data["access_log"] = args.access_log
@@ -498,6 +509,47 @@ def _subparsers(parser: argparse.ArgumentParser, dest: str, metavar: str):
 
     group.add_parser = add_parser
     return group
+
+
+def _add_export_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--format",
+        choices=["onnx", "openvino"],
+        default="onnx",
+        help="onnx (onnxruntime) or openvino (OpenVINO IR, CPU)",
+    )
+    p.add_argument(
+        "--quantize",
+        choices=["int8"],
+        help="static INT8 (onnx: ONNX Runtime QDQ; openvino: NNCF), calibrated on the run's "
+        "validation images, written only within the gates below",
+    )
+    p.add_argument(
+        "--output",
+        "-o",
+        help="output file (default RUN/model.onnx, model-int8.onnx, openvino.xml, "
+        "openvino-int8.xml)",
+    )
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (17 or newer)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export there")
+    p.add_argument(
+        "--gate-rank-corr",
+        type=float,
+        default=0.99,
+        help="int8: least Spearman correlation of test image scores with PyTorch fp32 (0.99)",
+    )
+    p.add_argument(
+        "--gate-map-cosine",
+        type=float,
+        default=0.99,
+        help="int8: least centred cosine of test anomaly maps with PyTorch fp32 (0.99)",
+    )
+    p.add_argument(
+        "--gate-auroc-drop",
+        type=float,
+        default=1.0,
+        help="int8: most image/pixel AUROC points lost against PyTorch fp32 (1.0)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -550,8 +602,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "checkpoint",
         type=Path,
-        help="folder written by `anomed train` (--runtime onnx: that folder after `anomed "
-        "export`, or an exported .onnx file)",
+        help="folder written by `anomed train` (--runtime onnx|openvino: that folder after "
+        "`anomed export`, or an exported .onnx / .xml file)",
     )
     p.add_argument(
         "inputs",
@@ -571,9 +623,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ray_options(p)
     p.add_argument(
         "--runtime",
-        choices=["torch", "onnx"],
+        choices=["torch", "onnx", "openvino"],
         default="torch",
-        help="torch (default) or onnx: the exported model under onnxruntime (CUDA if present)",
+        help="torch (default); onnx: the exported model under onnxruntime (CUDA if present); "
+        "openvino: the exported OpenVINO IR (CPU)",
     )
     p.add_argument(
         "--dicom-out",
@@ -587,10 +640,7 @@ def build_parser() -> argparse.ArgumentParser:
         "export", help="export a trained detector (ONNX graph + JSON settings), self-checked"
     )
     p.add_argument("run", type=Path, help="folder written by `anomed train`")
-    p.add_argument("--format", choices=["onnx"], default="onnx", help="export format")
-    p.add_argument("--output", "-o", help="output file (default RUN/model.onnx)")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (17 or newer)")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier export there")
+    _add_export_options(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("bench", help="benchmarks")
@@ -773,6 +823,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-wait-ms", type=float, help="wait for more images after the first (default 5)"
     )
     p.add_argument("--access-log", action="store_true", help="log one line per request")
+    p.add_argument(
+        "--runtime",
+        choices=["torch", "onnx", "openvino"],
+        help="torch (default), or serve each run's export (anomed export) under onnxruntime or "
+        "OpenVINO",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("methods", help="list the registered methods")

@@ -21,26 +21,21 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import sys
-import tempfile
-import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from anomed import __version__
-from anomed.config import to_dict
 from anomed.data.datasets import load_sample
-from anomed.engine.checkpoint import WEIGHTS, CheckpointInfo, load_checkpoint, sha256_file
+from anomed.engine.checkpoint import CheckpointInfo
 from anomed.errors import AnomedError
-from anomed.export.graph import check_exportable, freeze_for_export
+from anomed.export.graph import freeze_for_export
 from anomed.methods.base import AnomalyMethod
-from anomed.outputs import dumps_json
 
 OPSET = 17
 TOLERANCE = 1e-3  # max abs difference ONNX vs PyTorch (fp32) on maps and on scores
@@ -188,6 +183,7 @@ class SelfCheck:
     max_score_diff: float
     decisions_equal: int | None  # images whose decision agrees (None: no threshold)
     tolerance: float = TOLERANCE
+    runtime: str = "onnxruntime CPU, fp32"
 
     @property
     def passed(self) -> bool:
@@ -202,7 +198,7 @@ class SelfCheck:
             else ""
         )
         return (
-            f"self-check on {self.images} (onnxruntime CPU, fp32): max |map "
+            f"self-check on {self.images} ({self.runtime}): max |map "
             f"diff| {self.max_map_diff:.2e}, max |score diff| {self.max_score_diff:.2e}"
             f"{agree} -> {verdict}"
         )
@@ -261,135 +257,8 @@ def self_check(
 # ---- export of a saved run ---------------------------------------------------------------------
 
 
-@dataclass
-class ExportReport:
-    path: Path
-    sidecar: Path
-    method: str
-    size_mib: float  # the .onnx file (and its .data file, if any)
-    seconds: float  # tracing and saving, without the self-check
-    check: SelfCheck
+def export_run(run, output=None, overwrite: bool = False, opset: int = OPSET, **options):
+    """`anomed export RUN --format onnx`: see export.pipeline.export_run (all formats)."""
+    from anomed.export.pipeline import export_run as export
 
-    def lines(self) -> list[str]:
-        return [
-            f"exported {self.method} to {self.path} ({self.size_mib:.1f} MiB, opset {OPSET}+, "
-            f"dynamic batch) in {self.seconds:.1f} s; settings in {self.sidecar.name}",
-            self.check.line(),
-        ]
-
-
-def _check_target(target: Path, overwrite: bool) -> None:
-    if target.suffix != ".onnx":
-        raise AnomedError(f"-o {target}: an ONNX file name must end in .onnx. Fix: rename it.")
-    if target.is_dir():
-        raise AnomedError(f"-o {target}: is a folder. Fix: name a file, e.g. {target}/model.onnx")
-    taken = [p for p in (target, sidecar_path(target)) if p.exists()]
-    if taken and not overwrite:
-        raise AnomedError(
-            f"-o {target}: {taken[0]} exists (an earlier export). Fix: pass --overwrite to "
-            "replace it, or pick another -o."
-        )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if not os.access(target.parent, os.W_OK | os.X_OK):
-        raise AnomedError(f"-o {target}: {target.parent} is not writable. Fix: pick another -o.")
-
-
-def export_run(
-    run: str | Path, output: str | Path | None = None, overwrite: bool = False, opset: int = OPSET
-) -> ExportReport:
-    """Export a saved run as `output` (default RUN/model.onnx) + its JSON sidecar, after the
-    self-check passed; on any failure nothing is left behind (an earlier export stays)."""
-    run = Path(run)
-    method, info = load_checkpoint(run, "cpu")
-    check_exportable(method)  # before any work: a refusal is one line, at once
-    target = Path(os.path.abspath(output or run / MODEL_NAME))
-    _check_target(target, overwrite)
-    images, source = check_images(info, method.backbone.image_size)
-    reference = torch_outputs(method, images)  # the detector as it is, before any folding
-    metadata = _metadata(method, info)
-    stage = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
-    try:
-        staged = stage / "graph" / target.name
-        staged.parent.mkdir()
-        start = time.perf_counter()
-        try:
-            trace_to_onnx(method, staged, opset, copy=False)
-        except AnomedError:
-            raise
-        except Exception as exc:  # the exporter's own failures, as one line
-            reason = " ".join(str(exc).split())[:300]
-            raise AnomedError(
-                f"{info.run.method}: cannot be exported to ONNX ({type(exc).__name__}: {reason})"
-            ) from exc
-        _finish_model(staged, metadata, _EXTERNAL_ABOVE)
-        seconds = time.perf_counter() - start
-        meta = {k.removeprefix("anomed."): json.loads(v) for k, v in metadata.items()}
-        check = _run_check(staged, reference, images, source, meta, info)
-        if not check.passed:
-            raise AnomedError(
-                f"{info.run.method}: the ONNX graph does not reproduce PyTorch: {check.line()}. "
-                "Nothing was written."
-            )
-        sidecar = _sidecar(staged, run, info, meta, check, opset, seconds)
-        (staged.parent / sidecar_path(target).name).write_text(dumps_json(sidecar) + "\n")
-        _install(staged.parent, target)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-    size = sum(p.stat().st_size for p in (target, Path(f"{target}.data")) if p.exists())
-    return ExportReport(target, sidecar_path(target), info.run.method, size / 2**20, seconds, check)
-
-
-def _run_check(staged, reference, images, source, meta, info: CheckpointInfo) -> SelfCheck:
-    scores, _, dmap, dscore = self_check(staged, reference, images, meta)
-    agree = None
-    threshold = info.calibration.threshold
-    if threshold is not None:
-        agree = int(((scores > threshold) == (reference[0] > threshold)).sum())
-    return SelfCheck(source, len(images), dmap, dscore, agree, tolerance=TOLERANCE)
-
-
-def _sidecar(staged: Path, run: Path, info, meta: dict, check: SelfCheck, opset, seconds) -> dict:
-    data = Path(f"{staged}.data")
-    return {
-        "format": "anomed-onnx/1",
-        "anomed_version": __version__,
-        "file": staged.name,
-        "onnx_sha256": sha256_file(staged),
-        "external_data": data.name if data.exists() else None,
-        "external_data_sha256": sha256_file(data) if data.exists() else None,
-        "opset": opset,
-        **{k: meta[k] for k in ("method", "preset", "class_name", "image_size")},
-        "input": {
-            "name": "image",
-            "shape": ["batch", 3, meta["image_size"], meta["image_size"]],
-            "dtype": "float32",
-            "layout": "NCHW, RGB",
-            "normalisation": "(pixel in [0, 1] - mean) / std, per channel",
-            "mean": meta["mean"],
-            "std": meta["std"],
-        },
-        "outputs": {
-            "anomaly_map": "float32 (batch, S, S)",
-            "score": "float32 (batch,); abnormal when > threshold",
-        },
-        "threshold": meta["threshold"],
-        "map_range": meta["map_range"],
-        "checkpoint": {
-            "path": str(run.absolute()),
-            "weights_sha256": sha256_file(run / WEIGHTS),
-        },
-        "info": to_dict(info),
-        "self_check": {**asdict(check), "passed": check.passed},
-        "export_seconds": seconds,
-    }
-
-
-def _install(stage: Path, target: Path) -> None:
-    """Move the staged files into place: weights, then the graph, then the sidecar (a loader
-    checks the graph against the sidecar's hash, so a kill in between is caught, not mixed)."""
-    stale = Path(f"{target}.data")
-    if stale.exists() and not (stage / stale.name).exists():
-        stale.unlink()  # an earlier, larger export's weights
-    for name in (stale.name, target.name, sidecar_path(target).name):
-        if (stage / name).exists():
-            os.replace(stage / name, target.parent / name)
+    return export(run, output, overwrite=overwrite, opset=opset, **options)

@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from anomed.engine.detector import load_detector
+from anomed.engine.detector import load_runtime_detector
 from anomed.errors import AnomedError
 from anomed.serve.batching import BatcherClosed, MicroBatcher
 from anomed.serve.config import ServeConfig
@@ -78,7 +78,7 @@ class Service:
             ) from exc
         models = {}
         for name, path in model_names(cfg.runs):
-            detector = load_detector(path, cfg.device, batch_size=cfg.max_batch)
+            detector = load_runtime_detector(path, cfg.runtime, cfg.device, cfg.max_batch)
             size = detector.image_size
             detector.score_batch(np.zeros((1, size, size, 3), np.float32))  # warm-up pass
             batcher = MicroBatcher(
