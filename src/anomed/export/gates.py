@@ -62,6 +62,7 @@ class GateCheck:
     max_score_diff: float
     decisions_equal: int | None  # images whose decision agrees (None: no threshold)
     gates: Gates
+    decisions_changed: list[str] | None = None  # the images whose decision differs
 
     @property
     def auroc_drop(self) -> float | None:
@@ -152,6 +153,7 @@ def gate_check(
     gates: Gates,
     runtime: str,
     images: str,
+    names: list[str] | None = None,
 ) -> GateCheck:
     """Measure `got` (scores (N,), maps (N, S, S)) against the fp32 `reference` of the same N
     images; `labels` (N,) and `masks` (N, S, S) give the AUROCs where they have both classes."""
@@ -161,9 +163,12 @@ def gate_check(
             f"the {runtime} graph returned maps {m.shape} and scores {s.shape}, PyTorch "
             f"{ref_m.shape} and {ref_s.shape}"
         )
-    agree = None
+    agree, changed = None, None
     if threshold is not None:
-        agree = int(((s > threshold) == (ref_s > threshold)).sum())
+        same = (s > threshold) == (ref_s > threshold)
+        agree = int(same.sum())
+        names = names or [f"image {i}" for i in range(len(s))]
+        changed = [name for name, keep in zip(names, same, strict=True) if not keep]
     return GateCheck(
         runtime=runtime,
         images=images,
@@ -178,4 +183,5 @@ def gate_check(
         max_score_diff=float(np.abs(s - ref_s).max()),
         decisions_equal=agree,
         gates=gates,
+        decisions_changed=changed,
     )

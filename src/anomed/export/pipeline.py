@@ -50,6 +50,7 @@ from anomed.outputs import dumps_json
 FORMATS = ("onnx", "openvino")
 GATE_IMAGES = 100  # test images the INT8 gates are measured on, at most
 CHUNK = 8  # images per forward pass in the checks
+INT8_TOOLS = ("qdq", "nncf")  # OpenVINO INT8: ONNX Runtime's QDQ graph converted, or NNCF
 
 
 def default_name(fmt: str, quantize: str | None) -> str:
@@ -106,8 +107,9 @@ def check_target(target: Path, overwrite: bool, suffix: str) -> None:
 
 
 def test_set(info: CheckpointInfo, size: int, n: int = GATE_IMAGES):
-    """(images (N, S, S, 3), labels (N,) or None, masks (N, S, S) or None, description): the
-    run's test images (abnormal and normal alternating, at most n), else `check_images`."""
+    """(images (N, S, S, 3), labels (N,) or None, masks (N, S, S) or None, description, file
+    names): the run's test images (abnormal and normal alternating, at most n), else
+    `check_images`."""
     samples = []
     if info.run.data.root:
         try:
@@ -123,12 +125,13 @@ def test_set(info: CheckpointInfo, size: int, n: int = GATE_IMAGES):
             samples = []
     if not samples:
         images, source = check_images(None, size)
-        return images, None, None, source
+        return images, None, None, source, None
     images = np.stack([im for im, _ in loaded]).astype(np.float32)
     masks = np.stack([m for _, m in loaded])
     labels = np.array([int(s.label != 0) for s in samples[:n]])
     has_masks = all(s.masks or s.label == 0 for s in samples[:n])
-    return images, labels, masks if has_masks else None, f"{len(images)} test images"
+    names = [str(s.image) for s in samples[:n]]
+    return images, labels, masks if has_masks else None, f"{len(images)} test images", names
 
 
 def reference_outputs(method: AnomalyMethod, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -154,6 +157,7 @@ def export_run(
     fmt: str = "onnx",
     quantize: str | None = None,
     gates: Gates | None = None,
+    int8_tool: str = "qdq",
 ) -> ExportReport:
     """Export a saved run as `output` (default RUN/<default_name>) + its JSON sidecar, after the
     self-check passed (fp32: within 1e-3 of PyTorch; int8: `gates`); on any failure nothing is
@@ -162,6 +166,8 @@ def export_run(
         raise AnomedError(f"--format {fmt}: use {' or '.join(FORMATS)}")
     if quantize not in (None, "int8"):
         raise AnomedError(f"--quantize {quantize}: use int8")
+    if int8_tool not in INT8_TOOLS:
+        raise AnomedError(f"--int8-tool {int8_tool}: use {' or '.join(INT8_TOOLS)}")
     gates = gates or Gates()
     run = Path(run)
     method, info = load_checkpoint(run, "cpu")
@@ -174,9 +180,9 @@ def export_run(
     check_target(target, overwrite, ".onnx" if fmt == "onnx" else ".xml")
     size = method.backbone.image_size
     if quantize:
-        images, labels, masks, source = test_set(info, size)
+        images, labels, masks, source, names = test_set(info, size)
     else:
-        (images, source), labels, masks = check_images(info, size), None, None
+        (images, source), labels, masks, names = check_images(info, size), None, None, None
     reference = reference_outputs(method, images)  # the detector as it is, before any folding
     calib, calib_source = None, None
     if quantize:
@@ -197,12 +203,14 @@ def export_run(
         _trace(method, info, fp32, opset)
         _finish_model(fp32, metadata, onnx_export._EXTERNAL_ABOVE)
         x_cal = None if calib is None else normalise(calib, mean, std)
-        runner, label = _build(fp32, staged, fmt, x_cal, metadata)
+        runner, label = _build(fp32, staged, fmt, x_cal, metadata, int8_tool)
         seconds = time.perf_counter() - start
         got = graph_outputs(runner, normalise(images, mean, std))
         if quantize:
             threshold = info.calibration.threshold
-            check = gate_check(reference, got, labels, masks, threshold, gates, label, source)
+            check = gate_check(
+                reference, got, labels, masks, threshold, gates, label, source, names
+            )
         else:
             check = _fp32_check(reference, got, source, len(images), info, label)
         if not check.passed:
@@ -210,7 +218,8 @@ def export_run(
                 f"{info.run.method}: the {label} graph does not reproduce PyTorch: "
                 f"{check.line()}. Nothing was written."
             )
-        sidecar = _sidecar(staged, run, info, meta, check, opset, seconds, fmt, quantize)
+        tool = None if not quantize else "qdq" if fmt == "onnx" else int8_tool
+        sidecar = _sidecar(staged, run, info, meta, check, opset, seconds, fmt, tool)
         sidecar["calibration"] = calib_source
         (staged.parent / sidecar_path(target).name).write_text(dumps_json(sidecar) + "\n")
         _install(staged.parent, target)
@@ -244,8 +253,9 @@ def _trace(method: AnomalyMethod, info: CheckpointInfo, path: Path, opset: int) 
         ) from exc
 
 
-def _build(fp32: Path, staged: Path, fmt: str, x_cal: np.ndarray | None, metadata: dict):
-    """Write the artefact at `staged` from the checked-in fp32 graph; return (runner, label)."""
+def _build(fp32: Path, staged: Path, fmt: str, x_cal: np.ndarray | None, metadata: dict, tool):
+    """Write the artefact at `staged` from the fp32 graph; return (runner, label). `tool` picks
+    OpenVINO's INT8: "qdq" (ONNX Runtime's QDQ graph, converted) or "nncf" (nncf.quantize)."""
     if fmt == "onnx":
         if x_cal is not None:
             from anomed.export.quantize import quantize_onnx
@@ -262,12 +272,16 @@ def _build(fp32: Path, staged: Path, fmt: str, x_cal: np.ndarray | None, metadat
 
         return run, f"onnxruntime CPU, {'int8' if x_cal is not None else 'fp32'}"
     from anomed.export.openvino import OpenVinoModel, convert_onnx, save_ir
+    from anomed.export.quantize import quantize_onnx, quantize_openvino
 
-    model = convert_onnx(fp32)
-    if x_cal is not None:
-        from anomed.export.quantize import quantize_openvino
-
-        model = quantize_openvino(model, x_cal)
+    if x_cal is not None and tool == "qdq":  # the ONNX Runtime QDQ graph, run by OpenVINO
+        qdq = fp32.with_name("model-int8.onnx")
+        quantize_onnx(fp32, qdq, x_cal)
+        model = convert_onnx(qdq)
+    else:
+        model = convert_onnx(fp32)
+        if x_cal is not None:
+            model = quantize_openvino(model, x_cal)
     save_ir(model, staged)
     compiled = OpenVinoModel(staged)
     return compiled.run, f"OpenVINO CPU, {'int8' if x_cal is not None else 'fp32'}"
@@ -301,7 +315,7 @@ def _fp32_check(reference, got, source: str, n: int, info: CheckpointInfo, label
     return SelfCheck(source, n, dmap, dscore, agree, onnx_export.TOLERANCE, label)
 
 
-def _sidecar(staged: Path, run: Path, info, meta: dict, check, opset, seconds, fmt, quantize):
+def _sidecar(staged: Path, run: Path, info, meta: dict, check, opset, seconds, fmt, tool):
     weights = staged.parent / weights_name(staged)
     graph_sha = sha256_file(staged)
     check_dict = (
@@ -318,8 +332,8 @@ def _sidecar(staged: Path, run: Path, info, meta: dict, check, opset, seconds, f
         "external_data": weights.name if weights.exists() else None,
         "external_data_sha256": sha256_file(weights) if weights.exists() else None,
         "runtime": "onnxruntime" if fmt == "onnx" else "openvino",
-        "precision": quantize or "fp32",
-        "quantization": _quantization(fmt) if quantize else None,
+        "precision": "int8" if tool else "fp32",
+        "quantization": _quantization(tool) if tool else None,
         "opset": opset,
         **{k: meta[k] for k in ("method", "preset", "class_name", "image_size")},
         "input": {
@@ -347,12 +361,12 @@ def _sidecar(staged: Path, run: Path, info, meta: dict, check, opset, seconds, f
     }
 
 
-def _quantization(fmt: str) -> dict:
+def _quantization(tool: str) -> dict:
     from anomed.export.quantize import QUANTIZED_SCOPE
 
-    tool = "onnxruntime.quantization.quantize_static (QDQ)" if fmt == "onnx" else "nncf.quantize"
+    name = "onnxruntime.quantization.quantize_static (QDQ)" if tool == "qdq" else "nncf.quantize"
     return {
-        "tool": tool,
+        "tool": name,
         "nodes": f"MatMul/Gemm with constant weights inside '{QUANTIZED_SCOPE}'",
         "weights": "int8, per channel, 7-bit range (no u8s8 saturation without VNNI)",
         "activations": "uint8, per tensor, asymmetric, MinMax calibration",

@@ -154,8 +154,10 @@ def quantize_openvino(model, inputs: np.ndarray):
         if op.get_type_name() in ("MatMul", "Convolution")
         and QUANTIZED_SCOPE not in op.get_friendly_name()
     ]
+    from anomed.export.onnx import _silenced_fds
+
     data = nncf.Dataset([inputs[i : i + 1] for i in range(len(inputs))])
-    with _quiet_logs():
+    with _quiet_logs(), _silenced_fds():  # NNCF's progress bars
         return nncf.quantize(
             model,
             data,
