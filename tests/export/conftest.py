@@ -89,3 +89,9 @@ def run_factory(tiny_backbone, phantom_root, tmp_path_factory):
         return made[name]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def run_maker():
+    """make_run itself, for runs on other backbones (see test_quantize's ViT-B-16 test)."""
+    return make_run

@@ -145,3 +145,21 @@ def test_every_method_exports_int8_and_openvino_or_refuses_with_the_gate(
     report = _export_or_refuse(run_factory(name), target, fmt, quantize)
     if report is not None and quantize is None:  # fp32 OpenVINO: PyTorch to 1e-3
         assert report.check.max_map_diff <= 1e-3 and report.check.max_score_diff <= 1e-3
+
+
+@pytest.mark.slow
+def test_vit_b16_random_weights_exports_int8_and_openvino(
+    run_maker, phantom_root, tmp_path, capsys
+):
+    """The real architecture (random weights: accuracy numbers mean nothing beyond the check)."""
+    from anomed.backbone import BackboneConfig, load_backbone
+
+    backbone = load_backbone(BackboneConfig(model="ViT-B-16", image_size=224))
+    run = run_maker(tmp_path / "vitb16", "mediclip", backbone, phantom_root, model="ViT-B-16")
+    for fmt, quantize in (("onnx", "int8"), ("openvino", "int8")):
+        target = tmp_path / fmt / ("m.onnx" if fmt == "onnx" else "m.xml")
+        report = _export_or_refuse(run, target, fmt, quantize)
+        if report is not None:
+            print(report.lines()[1])
+            assert report.size_mib < 200  # ~150 MiB of int8 weights vs ~600 MiB fp32
+    print(capsys.readouterr().out)
