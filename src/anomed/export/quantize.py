@@ -134,6 +134,7 @@ def quantize_onnx(source: Path, target: Path, inputs: np.ndarray) -> int:
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+            use_external_data_format=Path(f"{source}.data").exists(),  # > 1.8 GB of weights
         )
     return len(nodes)
 
