@@ -91,7 +91,7 @@ def trace_to_onnx(method: AnomalyMethod, path: Path, opset: int = OPSET, copy: b
     size = method.backbone.image_size
     dummy = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     axes = {"image": {0: "batch"}, "anomaly_map": {0: "batch"}, "score": {0: "batch"}}
-    with warnings.catch_warnings(), torch.no_grad(), _silenced_fds():
+    with warnings.catch_warnings(), torch.no_grad(), _silenced_fds(), _no_mha_fastpath():
         warnings.simplefilter("ignore")  # tracer notes on Python constants, exporter deprecation
         torch.onnx.export(
             graph,
@@ -104,6 +104,19 @@ def trace_to_onnx(method: AnomalyMethod, path: Path, opset: int = OPSET, copy: b
             dynamic_axes=axes,
             do_constant_folding=True,
         )
+
+
+@contextlib.contextmanager
+def _no_mha_fastpath() -> Iterator[None]:
+    """nn.MultiheadAttention's inference fast path (the real CLIP towers: ViT-B-16, ViT-L-14)
+    traces to `aten::_native_multi_head_attention`, which has no ONNX operator; the plain path
+    computes the same attention in exportable ops."""
+    enabled = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(enabled)
 
 
 @contextlib.contextmanager
