@@ -367,11 +367,11 @@ def _quantization(tool: str) -> dict:
     name = "onnxruntime.quantization.quantize_static (QDQ)" if tool == "qdq" else "nncf.quantize"
     return {
         "tool": name,
-        "nodes": f"MatMul/Gemm with constant weights inside '{QUANTIZED_SCOPE}'",
+        "nodes": f"MatMul/Gemm with constant weights inside the image tower's '{QUANTIZED_SCOPE}'",
         "weights": "int8, per channel, 7-bit range (no u8s8 saturation without VNNI)",
         "activations": "uint8, per tensor, asymmetric, MinMax calibration",
         "float": "LayerNorm, Softmax, GELU, residual adds, attention matmuls, patch embedding, "
-        "adapters, scoring head",
+        "adapters, text tower, scoring head",
     }
 
 
