@@ -34,14 +34,15 @@ HOST = "127.0.0.1"  # loopback only, by design: there is no option to aim this e
 MODES = {"batched": (16, 5.0), "unbatched": (1, 0.0)}  # name: (--max-batch, --batch-wait-ms)
 
 
-def tiny_checkpoint(folder: Path) -> Path:
-    """The untrained tiny MediCLIP at 112 px with a fixed threshold (what the tests serve)."""
+def tiny_checkpoint(folder: Path, model: str = "anomed-tiny", image_size: int = 112) -> Path:
+    """An untrained MediCLIP (default: the tiny one at 112 px, what the tests serve) with a fixed
+    threshold."""
     from anomed.backbone import BackboneConfig, load_backbone
     from anomed.config import RunConfig
     from anomed.engine.checkpoint import Calibration, CheckpointInfo, save_checkpoint
     from anomed.methods import create_method
 
-    cfg = BackboneConfig(model="anomed-tiny", image_size=112)
+    cfg = BackboneConfig(model=model, image_size=image_size)
     method = create_method("mediclip", load_backbone(cfg))
     info = CheckpointInfo(
         run=RunConfig(backbone=cfg),
@@ -66,12 +67,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(checkpoint: Path, data: Path, max_batch: int, wait_ms: float) -> tuple:
+def start_server(
+    checkpoint: Path, data: Path, max_batch: int, wait_ms: float, device: str = "cpu"
+) -> tuple:
     port = free_port()
     src = Path(__file__).resolve().parents[1] / "src"
     env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     cmd = [sys.executable, "-m", "anomed.cli", "serve", str(checkpoint), "--host", HOST]
-    cmd += ["--port", str(port), "--data-dir", str(data), "--device", "cpu"]
+    cmd += ["--port", str(port), "--data-dir", str(data), "--device", device]
     cmd += ["--max-batch", str(max_batch), "--batch-wait-ms", str(wait_ms)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
     url = f"http://{HOST}:{port}"
@@ -147,15 +150,20 @@ def main() -> None:
     parser.add_argument("--max-requests", type=int, default=50_000, help="cap over all clients")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--device", default="cpu", help="the server's device (cpu, cuda)")
+    parser.add_argument("--model", default="anomed-tiny", help="backbone of the untrained model")
+    parser.add_argument("--image-size", type=int, default=112)
     args = parser.parse_args()
     if not (1 <= args.clients <= 256 and 0 < args.seconds <= 600):
         raise SystemExit("--clients must be 1-256 and --seconds 0-600 (the load stays bounded)")
     body, results = test_png(), {}
     with tempfile.TemporaryDirectory(prefix="anomed-serve-load-") as tmp:
-        checkpoint = args.checkpoint or tiny_checkpoint(Path(tmp))
+        checkpoint = args.checkpoint or tiny_checkpoint(Path(tmp), args.model, args.image_size)
         for mode in args.modes:
             max_batch, wait_ms = MODES[mode]
-            proc, url = start_server(checkpoint, Path(tmp) / f"data-{mode}", max_batch, wait_ms)
+            proc, url = start_server(
+                checkpoint, Path(tmp) / f"data-{mode}", max_batch, wait_ms, args.device
+            )
             try:
                 httpx.post(f"{url}/api/predict", files={"file": ("warm.png", body)}, timeout=60)
                 results[mode] = load(url, body, args.clients, args.seconds, args.max_requests)
@@ -164,7 +172,8 @@ def main() -> None:
             results[mode].update(max_batch=max_batch, batch_wait_ms=wait_ms)
             print(f"{mode}: {results[mode]}", flush=True)
     print(
-        f"\n{args.clients} clients, {args.seconds:g} s per mode, {os.cpu_count()} CPUs, 224 px PNG"
+        f"\n{args.clients} clients, {args.seconds:g} s per mode, {os.cpu_count()} CPUs, "
+        f"device {args.device}, {args.model} at {args.image_size} px, 224 px PNG"
     )
     print("| mode | max batch | wait ms | requests/s | p50 ms | p95 ms | requests | errors |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")

@@ -318,7 +318,7 @@ class MetricAccumulator:
         self.skipped_pixel_samples += int(np.count_nonzero(~keep))
         if keep.any():
             self._masks.append(gt[keep])
-            self._maps.append(maps[keep].astype(self.map_dtype))
+            self._maps.append(maps[keep].astype(self.map_dtype, copy=False))
 
     def compute(self) -> dict[str, float | None]:
         """The metrics of `compute_metrics` over every batch added since the last reset."""

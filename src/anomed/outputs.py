@@ -5,6 +5,9 @@
   result never sits beside a new one and no input is ever replaced.
 - A folder is written as one unit: everything goes into a hidden sibling, which replaces the
   target only when complete (an interrupted run leaves the old folder or nothing, never a mix).
+  The sibling's name holds the writer's process id and host (`.<name>.partial-<pid>@<host>-*`);
+  the next write to the same place removes the ones whose process is gone, and names (with the
+  fix) those it cannot tell about (another host, an older anomed).
 - JSON is strict: a non-finite number is written as null, never as a bare NaN.
 """
 
@@ -12,13 +15,16 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import json
 import math
 import os
 import secrets
 import shutil
+import socket
 import sys
 import tempfile
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -113,7 +119,8 @@ def staged_dir(target: str | Path) -> Iterator[Path]:
     """
     target = Path(os.path.abspath(target))
     target.parent.mkdir(parents=True, exist_ok=True)
-    stage = temp_sibling(target, ".partial-")
+    remove_stale_partials(target)
+    stage = temp_sibling(target, f".partial-{os.getpid()}@{_HOST}-")
     stage.mkdir()  # mode from the umask, like any folder (mkdtemp's 0700 would stay on the run)
     try:
         yield stage
@@ -130,6 +137,45 @@ def staged_dir(target: str | Path) -> Iterator[Path]:
     os.replace(stage, target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _process_gone(pid: int) -> bool:
+    """True when no process `pid` runs on this host (a live one of another user counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError, ValueError):
+        return False
+    return False
+
+
+def remove_stale_partials(target: Path) -> list[Path]:
+    """Remove the hidden partial folders beside `target` that killed writers on this host left
+    (their process is gone); warn, with the fix, about those that cannot be judged (another
+    host, or named by an older anomed). Returns the folders removed."""
+    removed, unknown = [], []
+    for partial in sorted(target.parent.glob(f".{target.name}.partial-*")):
+        tag = partial.name[len(f".{target.name}.partial-") :]
+        pid, _, rest = tag.partition("@")
+        if pid.isdigit() and rest.startswith(f"{_HOST}-"):
+            if _process_gone(int(pid)) and partial.is_dir() and not partial.is_symlink():
+                shutil.rmtree(partial, ignore_errors=True)
+                removed.append(partial)
+        elif partial.is_dir():
+            unknown.append(partial)
+    if unknown:
+        warnings.warn(
+            f"{len(unknown)} partial folder(s) beside {target} left by an interrupted run that "
+            f"this process cannot check (another host or an older anomed): "
+            f"{', '.join(p.name for p in unknown[:3])}. Fix: if no run is writing there, remove "
+            f"them (rm -r '{unknown[0]}'{' ...' if len(unknown) > 1 else ''}).",
+            stacklevel=3,
+        )
+    return removed
 
 
 def _exchange(a: Path, b: Path) -> bool:

@@ -30,6 +30,12 @@ def patch_text_probs(patch_feats: Tensor, text_feats: Tensor, temperature: float
     return patch_text_logits(patch_feats, text_feats, temperature).softmax(dim=-1)
 
 
+def sigmoid_text_probs(feats: Tensor, text_feats: Tensor, scale: Tensor, bias: Tensor) -> Tensor:
+    """SigLIP's own reading: per class, sigmoid(scale * cos(feature, class) + bias), each class
+    on its own (they need not sum to 1): feats (B, N, D), text (C, D) -> probs (B, N, C)."""
+    return torch.sigmoid(patch_text_logits(feats, text_feats, 1.0) * scale + bias)
+
+
 def tokens_to_grid(tokens: Tensor, grid: tuple[int, int]) -> Tensor:
     """(B, N, C) patch values -> (B, C, h, w) on the patch grid."""
     b, n, c = tokens.shape

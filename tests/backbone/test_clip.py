@@ -121,11 +121,18 @@ def test_compiled_blocks_give_the_same_tokens_and_state_dict():
     torch.testing.assert_close(text_before, text_after)
 
 
-def test_text_towers_not_pooling_at_end_of_text_are_refused():
+def test_text_towers_without_a_prompt_token_are_refused():
     from anomed.backbone.clip import FrozenCLIP, create_clip
 
     cfg = BackboneConfig(model="anomed-tiny")
     model = create_clip(cfg)
-    model.text_pool_type = "last"  # e.g. SigLIP: our prompts would be read at the wrong token
-    with pytest.raises(AnomedError, match="argmax"):
+    model.text_pool_type = "none"  # no token to read a prompt's feature at
+    with pytest.raises(AnomedError, match="pools by 'none'"):
         FrozenCLIP(model, cfg)
+
+
+def test_cxr_preprocessing_uses_ppads_exact_constants():
+    from anomed.backbone.clip import PREPROCESS_PRESETS
+
+    mean, std = PREPROCESS_PRESETS["cxr"]  # PPAD's few_shot/train_*.py Normalize
+    assert mean == (0.39799,) * 3 and std == (0.32721349,) * 3

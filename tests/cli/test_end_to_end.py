@@ -52,3 +52,7 @@ def test_train_and_eval_on_shared_data(name, pixel, tmp_path):
     assert 0.0 <= metrics["image_auroc"] <= 1.0
     assert (metrics["pixel_auroc"] is not None) == pixel  # brainmri has no masks: N/A
     assert metrics["label"].endswith("(random-init backbone)")
+    # MediCLIP's own split: its published row beside ours (issue 23)
+    report = next((out / "eval").glob("*/metrics.md")).read_text()
+    assert "published mediclip" in report and "this test set differs" not in report
+    assert metrics["test_split"]["n_test"] == metrics["n_test"]

@@ -415,3 +415,19 @@ def test_eval_output_cannot_be_the_checkpoint(checkpoint, capsys):
     assert main(["-q", "eval", str(checkpoint), "-o", str(checkpoint), "--overwrite"]) == 2
     assert "would delete" in capsys.readouterr().err
     assert (checkpoint / "model.safetensors").is_file()
+
+
+def test_a_folder_named_busi_that_is_not_mediclips_split_gets_no_published_row(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "busi"
+    for split, label in (("train", "normal"), ("test", "normal"), ("test", "abnormal")):
+        (root / split / label).mkdir(parents=True)
+        for i in range(8 if split == "train" else 4):
+            Image.new("L", (32, 32), 30 + 20 * i).save(root / split / label / f"{label}_{i}.png")
+    out = tmp_path / "run"  # k=4: a protocol MediCLIP's table has
+    args = ["-q", "train", "--data", str(root), "--k", "4", "--epochs", "1", "--model"]
+    assert main([*args, "anomed-tiny", "--output", str(out), "--eval"]) == 0
+    report = next((out / "eval").glob("*/metrics.md")).read_text()
+    assert "published mediclip" not in report
+    assert "published figures are for MediCLIP's split of BUSI; this test set differs" in report

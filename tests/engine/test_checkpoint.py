@@ -44,7 +44,7 @@ def test_changed_random_backbone_is_detected(tmp_path):
     with pytest.raises(AnomedError, match="does not match manifest.json"):
         load_checkpoint(tmp_path)  # a hand edit is caught first
     _rewrite_manifest(tmp_path)
-    with pytest.raises(AnomedError, match="differs from the one trained with"):
+    with pytest.raises(AnomedError, match="init_seed 5\\) is not the one these trained weights"):
         load_checkpoint(tmp_path)
 
 

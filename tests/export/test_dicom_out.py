@@ -170,3 +170,26 @@ def test_predict_dicom_out_writes_seg_and_pmap_for_the_dicom_series(
     _check_both(out, series, nifti, report["threshold"])
     values = pydicom.dcmread(out.pmap).pixel_array
     assert values.max() > values.min()  # a real map, not a constant
+
+
+def test_a_lone_radiograph_gets_a_seg_on_its_pixels_and_no_pmap(tmp_path):
+    """A CR film has no plane geometry: read_volume places it axially at the origin, and the
+    SEG's single frame is the map's values at the film's own pixels (no PM: highdicom needs
+    plane positions for one)."""
+    from anomed.data.phantoms.chest import make_chest_film, write_dicom_radiograph
+
+    film = make_chest_film(np.random.default_rng(1), 48)[0]
+    path = write_dicom_radiograph(tmp_path / "cr.dcm", film[:, :40], "t/0", spacing_mm=0.3)
+    volume = read_volume(path)
+    assert volume.data.shape == (40, 48, 1)  # (columns, rows, 1), canonical RAS
+    i, j, _ = np.indices(volume.data.shape)
+    coded = (i + 100 * j).astype(np.float32)
+    nifti = write_nifti(tmp_path / "cr_anomaly.nii.gz", coded, volume)
+    out = write_dicom_outputs(path, nifti, "both", 2000.0, "mediclip")
+    assert out.pmap is None and "no DICOM parametric map" in out.note
+    seg = pydicom.dcmread(out.seg)
+    assert seg.NumberOfFrames == 1 and (seg.Rows, seg.Columns) == (48, 40)
+    rows, cols = np.indices((48, 40))
+    want = read_nifti(nifti).data[..., 0]  # RAS: x runs against the columns, y against rows
+    expected = want[39 - cols, 47 - rows] > 2000.0
+    np.testing.assert_array_equal(seg.pixel_array.astype(bool), expected)

@@ -69,12 +69,15 @@ def test_text_features_once_per_step_and_only_prompts_train(tiny_backbone):
 
 
 def test_openai_format_checkpoint_loads(tmp_path):
-    """A CheXzero-style file: an OpenAI-format CLIP state dict saved with torch.save."""
+    """A CheXzero-style OpenAI-format CLIP state dict, converted to safetensors (its .pt, a
+    pickle, is refused unread: tests/fuzz/test_fuzz_trust.py)."""
+    from safetensors.torch import save_file
+
     from anomed.backbone import BackboneConfig, load_backbone
 
     src = load_backbone(BackboneConfig(model="anomed-tiny-b32", init_seed=3))
-    path = tmp_path / "chexzero_like.pt"
-    torch.save(src.model.state_dict(), path)
+    path = tmp_path / "chexzero_like.safetensors"
+    save_file({k: v.contiguous() for k, v in src.model.state_dict().items()}, str(path))
     loaded = load_backbone(BackboneConfig(model="anomed-tiny-b32", pretrained=str(path)))
     for key in ("visual.conv1.weight", "token_embedding.weight", "text_projection"):
         torch.testing.assert_close(loaded.model.state_dict()[key], src.model.state_dict()[key])

@@ -189,3 +189,65 @@ def test_reference_gamma_edges_count_the_image_border_as_inside():
     assert ours[5, 0] == 1.0  # the border is outside: no change there
     assert ref[5, 0] == ref.max() > 2.9  # deepest at the border (d = 5 = max d)
     assert ref[5, 4] == 1.0 and np.all(ref[~mask] == 1.0)  # inner boundary and outside
+
+
+# ---- PPAD's placement rule, re-implemented from its description (datasets/
+# mask_generate_anomaly.py, generate_anomaly_mask): centre = randint(top, bottom) per axis with
+# bottom the region's last row (never drawn); box sides randint(round(0.2 W), round(0.8 W));
+# 10 whole-pixel points in the box on a max(w, h)² canvas (not cropped), hull XOR cubic bulges
+# (controls: chord midpoint + N(0, 8²)), 5 x 5 dilation; the canvas centred on the centre and
+# shifted back inside ending one pixel short of the far border.
+
+
+def _reference_draw(box: tuple[int, int, int, int], n: int, rng: np.random.Generator):
+    w, h = rng.integers(round(0.2 * n), round(0.8 * n), size=2)
+    side = int(max(w, h))
+    points = np.stack([rng.integers(0, w, 10), rng.integers(0, h, 10)], 1)  # (10, 2) x, y
+    hull = cv2.convexHull(points.astype(np.int32))[:, 0, :].astype(float)
+    inside = np.zeros((side, side), np.uint8)
+    cv2.fillPoly(inside, [np.round(hull).astype(np.int32)], 1)
+    bulges = np.zeros_like(inside)
+    t = np.linspace(0.0, 1.0, 100)[:, None]
+    for p0, p1 in zip(hull, np.roll(hull, -1, axis=0), strict=True):
+        c1, c2 = (p0 + p1) / 2 + rng.normal(0.0, 8.0, size=(2, 2))
+        curve = (1 - t) ** 3 * p0 + 3 * (1 - t) ** 2 * t * c1 + 3 * (1 - t) * t**2 * c2 + t**3 * p1
+        cv2.fillPoly(bulges, [np.round(curve).astype(np.int32)], 1)
+    canvas = cv2.dilate(inside ^ bulges, np.ones((5, 5), np.uint8)) > 0
+    y0, y1, x0, x1 = box
+    out, spans = np.zeros((n, n), bool), []
+    for c in (rng.integers(y0, y1 - 1), rng.integers(x0, x1 - 1)):
+        lo, hi = c - side // 2, c + side - side // 2
+        lo, hi = (0, hi - lo) if lo < 0 else (lo, hi)
+        lo, hi = (lo + n - 1 - hi, n - 1) if hi > n else (lo, hi)
+        spans.append((lo, hi))
+    (a, b), (c, d) = spans
+    out[a:b, c:d] = canvas[: b - a, : d - c]
+    return out
+
+
+def _share_inside(mask: np.ndarray, box: tuple[int, int, int, int]) -> float:
+    y0, y1, x0, x1 = box
+    return float(mask[y0:y1, x0:x1].sum() / mask.sum())
+
+
+def _compare_shares(region: int, draws: int) -> float:
+    """Welch z of anomed's PPAD SAS share inside the region vs the reference rule's."""
+    from anomed.methods.ppad import region_boxes
+
+    box, sas = region_boxes(224)[region], SAS(placement="canvas")
+    ours_rng, ref_rng = np.random.default_rng(region), np.random.default_rng(1000 + region)
+    ours = [_share_inside(sas.sample((224, 224), ours_rng, box)[0], box) for _ in range(draws)]
+    ref = [_share_inside(_reference_draw(box, 224, ref_rng), box) for _ in range(draws)]
+    se = np.sqrt(np.var(ours, ddof=1) / draws + np.var(ref, ddof=1) / draws)
+    return float((np.mean(ours) - np.mean(ref)) / se)
+
+
+def test_ppad_sas_share_inside_the_right_lung_matches_the_reference_rule():
+    # before the fix (blob cropped to its bounding box before the canvas): 0.79 vs 0.70, z > 5
+    assert abs(_compare_shares(1, draws=1000)) < 3.5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("region", [0, 1, 2, 3])
+def test_ppad_sas_share_inside_each_region_matches_the_reference_rule(region):
+    assert abs(_compare_shares(region, draws=2000)) < 3.5

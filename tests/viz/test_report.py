@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from anomed.errors import AnomedError
+from anomed.published import SPLITS
 from anomed.viz.report import (
     format_cell,
     load_results,
@@ -26,6 +27,7 @@ COLUMNS = [
     "method", "variant", "dataset", "k", "seed", "backbone", "weights", "selected_by",
     "train_seconds", "eval_seconds", "cell_dir", "class_name", "image_auroc", "image_ap",
     "image_f1_max", "pixel_auroc", "pixel_ap", "pixel_f1_max", "pixel_aupro",
+    "n_test", "n_test_abnormal", "test_split",
 ]  # fmt: skip
 
 # (method, dataset, k) -> image AUROC per seed; brainmri has no masks, so no pixel metrics.
@@ -56,7 +58,11 @@ def _row(method, dataset, k, seed, auroc, **extra) -> dict:
     variant = extra.pop("variant", "")
     cell_dir = f"cells/{method}{variant}/{dataset}/k{k}/s{seed}"
     pixel = "" if dataset == "brainmri" else f"{auroc + 0.1:.4f}"
+    split = SPLITS.get(f"mediclip/{dataset}")  # busi, brainmri: tested on MediCLIP's split
+    tested = {"n_test": split.n_test, "n_test_abnormal": split.n_abnormal} if split else {}
+    tested["test_split"] = split.fingerprint if split else ""
     return {
+        **tested,
         "method": method, "variant": variant, "dataset": dataset, "k": k, "seed": seed,
         "backbone": "anomed-tiny", "weights": "random-init", "selected_by": "val",
         "train_seconds": 12.5, "eval_seconds": 1.5, "cell_dir": cell_dir, "class_name": dataset,
@@ -155,6 +161,14 @@ def test_no_published_figures_beside_a_phantom(tmp_path):
     _write_bench(tmp_path / "b", [_row("mvfa", "phantom-bmad", 4, 0, 0.5, class_name="brain")])
     table = paper_tables(load_results(tmp_path / "b"))["image_auroc"]
     assert "published" not in table.split("| method")[1]
+
+
+def test_no_published_row_beside_another_split_of_busi(tmp_path):
+    rows = [_row("mediclip", "busi", 4, s, 0.5, test_split="0" * 64) for s in range(2)]
+    _write_bench(tmp_path / "b", rows)
+    table = paper_tables(load_results(tmp_path / "b"))["image_auroc"]
+    assert "*published" not in table
+    assert "published figures are for MediCLIP's split of BUSI; this test set differs" in table
 
 
 def test_test_leak_is_flagged_loudly_and_madclip_average_noted(tmp_path):

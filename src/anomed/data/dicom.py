@@ -26,14 +26,14 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut
 
-from anomed.data.volumes import (
-    _DICOM_SUFFIXES,
+from anomed.data.geometry import (
+    DICOM_SUFFIXES,
     Volume,
-    _canonical,
-    _check_exists,
-    _reason,
-    _walk_files,
+    canonical,
+    check_exists,
     check_voxels,
+    reason,
+    walk_files,
 )
 from anomed.errors import AnomedError
 
@@ -83,7 +83,7 @@ def _read_dicom_file(path: Path) -> pydicom.Dataset | None:
         return None
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types on hostile bytes
         raise AnomedError(
-            f"{path}: DICOM file is truncated or corrupt ({_reason(exc)}). "
+            f"{path}: DICOM file is truncated or corrupt ({reason(exc)}). "
             "Fix: re-export the series or remove the file."
         ) from exc
 
@@ -112,7 +112,7 @@ def _frames(path: Path, ds: pydicom.Dataset) -> np.ndarray:
             fix = "the file is truncated or corrupt; re-export the series or remove it"
         raise AnomedError(
             f"{path}: cannot decode DICOM pixel data, transfer syntax {syntax} "
-            f"({_reason(exc)}). Fix: {fix}."
+            f"({reason(exc)}). Fix: {fix}."
         ) from exc
     return pixels.reshape(-1, *pixels.shape[-2:])
 
@@ -126,7 +126,7 @@ def _modality(path: Path, ds: pydicom.Dataset, frame: int, pixels: np.ndarray) -
             return apply_modality_lut(pixels.astype(np.int64), ds).astype(np.float32)
         except (AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:
             raise AnomedError(
-                f"{path}: invalid Modality LUT Sequence ({_reason(exc)}). "
+                f"{path}: invalid Modality LUT Sequence ({reason(exc)}). "
                 "Fix: re-export the image with a valid LUT or with RescaleSlope/Intercept."
             ) from exc
     slope = _frame_value(ds, frame, "PixelValueTransformationSequence", "RescaleSlope")
@@ -322,9 +322,9 @@ def _series_datasets(folder: Path, series_uid: str | None) -> list[tuple[Path, p
     """The (file, dataset) pairs of the one series in `folder` (or of `series_uid`)."""
     groups: dict[str, list[tuple[Path, pydicom.Dataset]]] = {}
     unmarked: list[Path] = []  # named .dcm but no DICOM marker
-    for path in _walk_files(folder):
+    for path in walk_files(folder):
         ds = _read_dicom_file(path)
-        if ds is None and path.name.lower().endswith(_DICOM_SUFFIXES):
+        if ds is None and path.name.lower().endswith(DICOM_SUFFIXES):
             unmarked.append(path)
         if ds is not None and "DirectoryRecordSequence" not in ds:  # skip DICOMDIR
             groups.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append((path, ds))
@@ -375,7 +375,7 @@ def _guarded_slices(path: Path, ds: pydicom.Dataset) -> list[_Slice]:
         raise
     except Exception as exc:  # noqa: BLE001 - hostile header values fail deep inside pydicom
         raise AnomedError(
-            f"{path}: unreadable DICOM header values ({_reason(exc)}). Fix: re-export the "
+            f"{path}: unreadable DICOM header values ({reason(exc)}). Fix: re-export the "
             "series or remove the file."
         ) from exc
 
@@ -389,14 +389,14 @@ def read_dicom_series(path: str | Path, series_uid: str | None = None) -> Volume
     the module docstring), and placed with an LPS -> RAS affine built from
     ImagePositionPatient, ImageOrientationPatient, PixelSpacing and the slice step."""
     path = Path(path)
-    _check_exists(path)
+    check_exists(path)
     try:
         return _read_series(path, series_uid)
     except AnomedError:
         raise
     except Exception as exc:  # noqa: BLE001 - pydicom parses values lazily, on first access
         raise AnomedError(
-            f"{path}: unreadable DICOM header values ({_reason(exc)}). Fix: re-export the "
+            f"{path}: unreadable DICOM header values ({reason(exc)}). Fix: re-export the "
             "series or remove the damaged file."
         ) from exc
 
@@ -424,4 +424,4 @@ def _read_series(path: Path, series_uid: str | None) -> Volume:
         window=first.window,
         series_uid=str(ds.get("SeriesInstanceUID", "")),
     )
-    return _canonical(args, arr, affine)
+    return canonical(args, arr, affine)

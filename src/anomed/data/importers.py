@@ -8,7 +8,10 @@
   brain-tumour MRI download).
 
 Normal classes are split by a seeded draw into the training pool and the test set; every abnormal
-image is a test image. Files are copied; the result reads with ``--layout folder``.
+image is a test image. Files are copied; the result reads with ``--layout folder``. Every image and
+mask is decoded first: a file that is not one (a text file named ``notes.jpg``, a truncated scan)
+or has no image name (``notes.txt``) is left out, counted in the summary line and listed with its
+reason in ``import_left_out.txt`` in the output.
 """
 
 from __future__ import annotations
@@ -22,11 +25,12 @@ from typing import Literal
 
 import numpy as np
 
-from anomed.data.io import is_image_file
+from anomed.data.io import is_image_file, why_not_an_image
 from anomed.errors import AnomedError
-from anomed.outputs import check_output_dir, staged_dir
+from anomed.outputs import check_output_dir, staged_dir, write_text
 
 NORMAL_NAMES = frozenset({"normal", "healthy", "no", "good", "negative", "benign_free"})
+LEFT_OUT_FILE = "import_left_out.txt"
 _MASK = re.compile(r"^(?P<stem>.+?)_mask(?:_(?P<n>\d+))?$", re.IGNORECASE)
 
 
@@ -42,6 +46,7 @@ class ImportSummary:
     masks_merged: int = 0  # images with several mask files (merged when read)
     masks_missing: int = 0  # abnormal images without a mask (where the layout has masks)
     classes: dict[str, str] = field(default_factory=dict)  # class folder -> normal/abnormal
+    left_out: list[tuple[str, str]] = field(default_factory=list)  # (file, why): not images
 
     def line(self) -> str:
         masks = (
@@ -54,6 +59,18 @@ class ImportSummary:
         return (
             f"wrote {self.output}: train/normal {self.train_normal}, test/normal "
             f"{self.test_normal}, test/abnormal {self.test_abnormal}; {masks}; classes: {classes}"
+            + self._left_out_text()
+        )
+
+    def _left_out_text(self, shown: int = 5) -> str:
+        if not self.left_out:
+            return ""
+        listed = "; ".join(f"{name} ({why})" for name, why in self.left_out[:shown])
+        more = len(self.left_out) - shown
+        rest = f"; {more} more" if more > 0 else ""
+        return (
+            f"; LEFT OUT {len(self.left_out)} files that are not images: {listed}{rest} "
+            f"(all listed in {self.output / LEFT_OUT_FILE})"
         )
 
 
@@ -65,27 +82,33 @@ class _Item:
     cls: str
 
 
-def _images(folder: Path) -> list[Path]:
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and is_image_file(p) and not p.name.startswith(".")
-    )
+def _images(folder: Path, left_out: list[tuple[Path, str]]) -> list[Path]:
+    """The files of `folder` that decode as images; the others go to `left_out` with why."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    images = []
+    for path in files:
+        why = why_not_an_image(path) if is_image_file(path) else "no image file name"
+        if why:
+            left_out.append((path, why))
+        else:
+            images.append(path)
+    return images
 
 
-def _class_items(folder: Path, label: int) -> list[_Item]:
+def _class_items(folder: Path, label: int, left_out: list[tuple[Path, str]]) -> list[_Item]:
     """Images of one class folder with their masks (beside them, or in mask/ or masks/)."""
     image_dir = folder / "images" if (folder / "images").is_dir() else folder
     mask_dirs = [d for d in (folder / "mask", folder / "masks") if d.is_dir()]
     masks: dict[str, list[Path]] = {}
-    candidates = [p for d in mask_dirs for p in _images(d)] + _images(image_dir)
+    candidates = [p for d in mask_dirs for p in _images(d, left_out)]
+    candidates += _images(image_dir, left_out)
     for path in candidates:
         match = _MASK.match(path.stem)
         if match:
             masks.setdefault(match["stem"], []).append(path)
         elif path.parent != image_dir:  # a mask folder file named like its image
             masks.setdefault(path.stem, []).append(path)
-    images = [p for p in _images(image_dir) if not _MASK.match(p.stem)]
+    images = [p for p in candidates if p.parent == image_dir and not _MASK.match(p.stem)]
     by_stem = Counter(p.stem for p in images)
     items = []
     for image in images:
@@ -100,7 +123,9 @@ def _class_items(folder: Path, label: int) -> list[_Item]:
     return items
 
 
-def _read_classes(src: Path, kind: str, normal: set[str]) -> tuple[list[_Item], dict[str, str]]:
+def _read_classes(
+    src: Path, kind: str, normal: set[str], left_out: list[tuple[Path, str]]
+) -> tuple[list[_Item], dict[str, str]]:
     folders = sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith("."))
     if kind == "yes-no":
         names = {p.name.lower(): p for p in folders}
@@ -122,9 +147,14 @@ def _read_classes(src: Path, kind: str, normal: set[str]) -> tuple[list[_Item], 
                 f"{src}: no class folder is named as normal ({sorted(normal)}). Fix: pass "
                 "--normal NAME with the folder that holds the normal images."
             )
-    items = [item for folder, label in pairs for item in _class_items(folder, label)]
+    items = [item for folder, label in pairs for item in _class_items(folder, label, left_out)]
     if not items:
-        raise AnomedError(f"{src}: no PNG/JPEG/BMP/TIFF images in its class folders.")
+        first = f" ({len(left_out)} files left out, e.g. {left_out[0][0]}: {left_out[0][1]})"
+        raise AnomedError(
+            f"{src}: no PNG/JPEG/BMP/TIFF images in its class folders"
+            + (first if left_out else "")
+            + "."
+        )
     return items, {p.name: ("normal" if label == 0 else "abnormal") for p, label in pairs}
 
 
@@ -155,7 +185,9 @@ def import_dataset(
     if not 0.0 < train_fraction < 1.0:
         raise AnomedError(f"--train-fraction {train_fraction}: must lie strictly between 0 and 1")
     out = check_output_dir(output, overwrite, inputs=[src])
-    items, classes = _read_classes(src, kind, {n.lower() for n in normal} or set(NORMAL_NAMES))
+    left_out: list[tuple[Path, str]] = []
+    normal_names = {n.lower() for n in normal} or set(NORMAL_NAMES)
+    items, classes = _read_classes(src, kind, normal_names, left_out)
     normals = [i for i in items if i.label == 0]
     order = np.random.default_rng(seed).permutation(len(normals))
     n_train = max(1, int(round(train_fraction * len(normals))))
@@ -165,10 +197,16 @@ def import_dataset(
         )
     train = {id(normals[i]) for i in order[:n_train]}
     summary = ImportSummary(out, classes=classes)
+    summary.left_out = [(p.relative_to(src).as_posix(), why) for p, why in left_out]
     with staged_dir(out) as stage:
         used: set[str] = set()
         for item in items:
             _copy(item, stage, id(item) in train, _unique_name(item, used), summary)
+        if summary.left_out:
+            lines = [f"{name}\t{why}" for name, why in summary.left_out]
+            write_text(
+                stage / LEFT_OUT_FILE, "file\twhy it was left out\n" + "\n".join(lines) + "\n"
+            )
     return summary
 
 

@@ -54,6 +54,16 @@ def is_image_file(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
+def why_not_an_image(path: str | Path) -> str | None:
+    """None when `path` decodes as an image anomed reads, else why not in a short phrase
+    (e.g. "not a readable image (UnidentifiedImageError: ...)"): the file is fully decoded."""
+    try:
+        _decode(Path(path))
+    except AnomedError as exc:
+        return str(exc).removeprefix(f"{path}: ").split(" Fix:")[0].rstrip(".")
+    return None
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image as float32 (H, W, 3) RGB in [0, 1].
 

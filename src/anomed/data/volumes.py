@@ -28,14 +28,22 @@ from __future__ import annotations
 
 import os
 import zlib
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import nibabel as nib
 import numpy as np
 from nibabel import orientations as ornt
 
+from anomed.data.geometry import (
+    DICOM_SUFFIXES,
+    Volume,
+    canonical,
+    check_exists,
+    check_voxels,
+    reason,
+    walk_files,
+)
 from anomed.data.io import IMAGE_EXTENSIONS
 from anomed.errors import AnomedError
 
@@ -43,7 +51,6 @@ VIEWS = ("axial", "sagittal", "coronal")
 # view -> axis order of the canonical array that gives (slice, row, column) before the flips
 _PERMS = {"axial": (2, 1, 0), "sagittal": (0, 2, 1), "coronal": (1, 2, 0)}
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
-_DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 _NIFTI_ERRORS = (
     OSError,
     EOFError,
@@ -54,108 +61,10 @@ _NIFTI_ERRORS = (
     nib.filebasedimages.ImageFileError,
     nib.spatialimages.HeaderDataError,
 )
-DEFAULT_MAX_VOXELS = 1 << 28  # 268 M voxels: 1 GiB as float32 (a 1024 x 1024 x 256 scan)
-
-
-def max_voxels() -> int:
-    """The largest volume read, in voxels: ANOMED_MAX_VOXELS, else 2^28."""
-    raw = os.environ.get("ANOMED_MAX_VOXELS", "").strip()
-    try:
-        value = int(float(raw)) if raw else DEFAULT_MAX_VOXELS
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise AnomedError(
-            f"ANOMED_MAX_VOXELS={raw!r}: expected a positive whole number of voxels. "
-            "Fix: unset it or set e.g. ANOMED_MAX_VOXELS=500000000."
-        )
-    return value
-
-
-def check_voxels(path: Path, shape: tuple[int, ...]) -> None:
-    """Refuse a zero-size, negative or too large shape before anything is allocated."""
-    if any(int(s) < 1 for s in shape):
-        raise AnomedError(
-            f"{path}: the header gives shape {tuple(shape)}, with a zero-size or negative "
-            "dimension; there is no image to read. Fix: re-export the scan."
-        )
-    n = int(np.prod([int(s) for s in shape], dtype=object))
-    if n > max_voxels():
-        raise AnomedError(
-            f"{path}: the header claims {tuple(shape)} = {n:,} voxels, above the limit of "
-            f"{max_voxels():,} voxels (a damaged header, or a scan too large to read). Fix: "
-            "check the file; for a genuine scan crop or downsample it, or raise the limit with "
-            f"ANOMED_MAX_VOXELS={n}."
-        )
-
-
-@dataclass
-class Volume:
-    """A 3D scan in canonical RAS+ orientation, plus what is needed to write maps back."""
-
-    data: np.ndarray  # (X, Y, Z) float32, canonical RAS+
-    affine: np.ndarray  # (4, 4) voxel -> world (RAS mm) of `data`
-    source_affine: np.ndarray  # (4, 4) of the array as stored in the file
-    source_shape: tuple[int, ...]  # the file's array shape (may carry a trailing 1)
-    path: Path
-    kind: str  # "nifti" or "dicom"
-    modality: str = ""  # DICOM Modality (MR, CT, ...); "" for NIfTI
-    window: tuple[float, float] | None = None  # DICOM (WindowCenter, WindowWidth) in data units
-    series_uid: str = ""  # DICOM SeriesInstanceUID
-    header: Any = field(default=None, repr=False)  # the NIfTI header, reused by write_nifti
-
-    @property
-    def spacing(self) -> tuple[float, float, float]:
-        """Voxel size in mm along the canonical axes (X, Y, Z)."""
-        return tuple(float(s) for s in np.sqrt((self.affine[:3, :3] ** 2).sum(0)))
-
-
-def check_affine(path: Path, affine: np.ndarray) -> None:
-    """Refuse a voxel-to-world affine with NaN/Inf values or (near-)parallel or zero axes."""
-    m = np.asarray(affine, np.float64)[:3, :3]
-    problem = None
-    if not np.isfinite(affine).all():
-        problem = "holds NaN or Inf values"
-    else:
-        sv = np.linalg.svd(m, compute_uv=False)
-        if sv.max() <= 0 or sv.min() <= 1e-6 * sv.max():
-            problem = "is singular (a zero voxel spacing, or two axes along one direction)"
-    if problem:
-        raise AnomedError(
-            f"{path}: the voxel-to-world affine {problem}, so axial, sagittal and coronal "
-            "cannot be told apart. Fix: repair the header's geometry (NIfTI qform/sform, DICOM "
-            "ImageOrientationPatient/PixelSpacing) or re-export the scan."
-        )
-
-
-def _canonical(volume_args: dict, arr: np.ndarray, affine: np.ndarray) -> Volume:
-    """A Volume whose data is `arr` (stored order, 3D) reoriented to the closest RAS+."""
-    check_affine(volume_args["path"], affine)
-    to_ras = ornt.io_orientation(affine)
-    data = ornt.apply_orientation(arr, to_ras)
-    canon_affine = affine @ ornt.inv_ornt_aff(to_ras, arr.shape)
-    data = np.ascontiguousarray(np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0), np.float32)
-    return Volume(data=data, affine=canon_affine, source_affine=affine.copy(), **volume_args)
-
-
-def _reason(exc: BaseException) -> str:
-    """`Type: message` on one line (the CLI prints errors on one line)."""
-    return " ".join(f"{type(exc).__name__}: {exc}".split())
-
-
-def _check_exists(path: Path) -> None:
-    if not path.exists():
-        raise AnomedError(f"{path}: no such file or folder. Fix: check the path.")
 
 
 def _is_nifti_name(path: Path) -> bool:
     return path.name.lower().endswith(_NIFTI_SUFFIXES)
-
-
-def _walk_files(folder: Path) -> list[Path]:
-    """Files under `folder`, recursively, sorted, hidden ones skipped."""
-    files = (p for p in folder.rglob("*") if p.is_file())
-    return sorted(p for p in files if not any(s[0] == "." for s in p.relative_to(folder).parts))
 
 
 # ----------------------------------------------------------------------------- NIfTI
@@ -164,7 +73,7 @@ def _walk_files(folder: Path) -> list[Path]:
 def read_nifti(path: str | Path) -> Volume:
     """Read a 3D .nii / .nii.gz (scaling applied, NaN -> 0) and reorient it to RAS+."""
     path = Path(path)
-    _check_exists(path)
+    check_exists(path)
     try:
         img = nib.load(path)
         shape = tuple(int(s) for s in img.shape)
@@ -179,14 +88,14 @@ def read_nifti(path: str | Path) -> Volume:
         arr = img.get_fdata(dtype=np.float32)
     except _NIFTI_ERRORS as exc:
         raise AnomedError(
-            f"{path}: cannot read as NIfTI ({_reason(exc)}); the file is truncated, "
+            f"{path}: cannot read as NIfTI ({reason(exc)}); the file is truncated, "
             "corrupt or not NIfTI. Fix: re-export or re-download it."
         ) from exc
     if len(shape) < 2:
         raise AnomedError(f"{path}: has shape {shape}, not a 3D volume. Fix: pass a 3D image.")
     arr = arr.reshape(shape[:3] if len(shape) >= 3 else (*shape, 1))  # (X, Y, Z)
     args = dict(source_shape=shape, path=path, kind="nifti", header=img.header)
-    return _canonical(args, arr, np.asarray(img.affine, np.float64))
+    return canonical(args, arr, np.asarray(img.affine, np.float64))
 
 
 def _check_nifti_dtype(path: Path, dtype: np.dtype) -> None:
@@ -252,7 +161,7 @@ def _nifti_like(arr: np.ndarray, volume: Volume) -> nib.Nifti1Image:
 def _looks_dicom(path: Path) -> bool:
     """By name (.dcm, ...), else by the 'DICM' marker at byte 128 of an extension-less file."""
     name = path.name.lower()
-    if name.endswith(_DICOM_SUFFIXES):
+    if name.endswith(DICOM_SUFFIXES):
         return True
     if path.suffix.lower() in IMAGE_EXTENSIONS or name.endswith(_NIFTI_SUFFIXES):
         return False
@@ -268,7 +177,7 @@ def is_volume_path(path: str | Path) -> bool:
     contain DICOM files."""
     path = Path(path)
     if path.is_dir():
-        return any(_looks_dicom(p) for p in _walk_files(path))
+        return any(_looks_dicom(p) for p in walk_files(path))
     return _is_nifti_name(path) or (path.is_file() and _looks_dicom(path))
 
 
@@ -278,7 +187,7 @@ def find_volumes(root: str | Path) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         return [root] if is_volume_path(root) else []
-    files = _walk_files(root)
+    files = walk_files(root)
     found = {p for p in files if _is_nifti_name(p)}
     found |= {p.parent for p in files if _looks_dicom(p)}
     return sorted(found)
@@ -287,11 +196,11 @@ def find_volumes(root: str | Path) -> list[Path]:
 def read_volume(path: str | Path, series_uid: str | None = None) -> Volume:
     """Read a NIfTI file, a DICOM file or a DICOM series folder, by its name / contents."""
     path = Path(path)
-    _check_exists(path)
+    check_exists(path)
     if _is_nifti_name(path):
         return read_nifti(path)
     if path.is_dir() or _looks_dicom(path):
-        from anomed.data.dicom import read_dicom_series  # lazy: dicom.py imports this module
+        from anomed.data.dicom import read_dicom_series  # lazy: pydicom loads only for DICOM
 
         return read_dicom_series(path, series_uid)
     raise AnomedError(

@@ -19,7 +19,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from anomed import __version__
+from anomed._version import __version__
 from anomed.backbone import FrozenCLIP, load_backbone
 from anomed.config import Bounds, RunConfig, from_dict, load_yaml, to_dict
 from anomed.errors import AnomedError
@@ -160,26 +160,29 @@ def read_checkpoint_info(directory: str | Path) -> CheckpointInfo:
     return info
 
 
-def load_checkpoint(
-    directory: str | Path, device: str | torch.device = "cpu"
-) -> tuple[AnomalyMethod, CheckpointInfo]:
-    """Rebuild the backbone and method from `config.yaml` and load the trained weights."""
-    directory = Path(directory)
-    info = read_checkpoint_info(directory)
-    backbone = load_backbone(info.run.backbone, device)
-    if info.backbone_fingerprint is not None:
-        found = backbone_fingerprint(backbone)
-        if abs(found - info.backbone_fingerprint) > 1e-6 * max(1.0, abs(found)):
-            raise AnomedError(
-                f"{directory}: the random-init backbone rebuilt from seed "
-                f"{info.run.backbone.init_seed} differs from the one trained with (another torch "
-                "version?). Fix: retrain with this installation."
-            )
-    try:
-        method = create_method(info.run.method, backbone, info.run.method_args, info.run.preset)
-    except AnomedError as exc:
-        raise AnomedError(f"{directory / CONFIG}: {exc}") from exc
-    method.set_class_name(info.class_name)
+def _rebuilt_differs(backbone: FrozenCLIP, info: CheckpointInfo) -> bool:
+    """True when the backbone rebuilt from config.yaml is not the one the run trained with."""
+    if info.backbone_fingerprint is None:
+        return False
+    found = backbone_fingerprint(backbone)
+    return abs(found - info.backbone_fingerprint) > 1e-6 * max(1.0, abs(found))
+
+
+def _backbone_mismatch(directory: Path, info: CheckpointInfo, how: str) -> str:
+    """Say what mismatched: the backbone config.yaml describes vs the one trained with."""
+    bb = info.run.backbone
+    return (
+        f"{directory / CONFIG}: the backbone it describes (backbone.model {bb.model!r}, "
+        f"pretrained {bb.pretrained or 'none (random-init)'}, init_seed {bb.init_seed}) is not "
+        f"the one these trained weights were made with ({how}): its backbone settings were "
+        "changed after training, or (same settings) this installation initialises the "
+        "random-init backbone differently. Fix: restore the backbone settings the run was "
+        "trained with, or retrain into this folder (anomed train ... --overwrite)."
+    )
+
+
+def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
+    """The trained weights, refused when unreadable or not finite."""
     try:
         state = load_file(str(directory / WEIGHTS), device="cpu")
     except (SafetensorError, OSError) as exc:
@@ -193,12 +196,34 @@ def load_checkpoint(
             f"{directory / WEIGHTS}: non-finite (NaN/Inf) values in {bad[:3]}; the training "
             "diverged or the file is damaged. Fix: retrain (e.g. with a lower learning rate)."
         )
+    return state
+
+
+def load_checkpoint(
+    directory: str | Path, device: str | torch.device = "cpu"
+) -> tuple[AnomalyMethod, CheckpointInfo]:
+    """Rebuild the backbone and method from `config.yaml` and load the trained weights."""
+    directory = Path(directory)
+    info = read_checkpoint_info(directory)
+    backbone = load_backbone(info.run.backbone, device)
+    rebuilt_differs = _rebuilt_differs(backbone, info)
+    try:
+        method = create_method(info.run.method, backbone, info.run.method_args, info.run.preset)
+    except AnomedError as exc:
+        raise AnomedError(f"{directory / CONFIG}: {exc}") from exc
+    method.set_class_name(info.class_name)
+    state = _read_weights(directory)
     try:
         method.load_trainable_state_dict(state)
     except (ValueError, RuntimeError) as exc:
+        if rebuilt_differs:  # the weights were trained on another backbone than config's
+            how = f"the weights do not fit it: {str(exc)[:300]}"
+            raise AnomedError(_backbone_mismatch(directory, info, how)) from exc
         problem = (
             f"{directory / WEIGHTS}: does not fit the method in config.yaml: {exc}. Fix: "
             "retrain into this folder (anomed train ... --overwrite)."
         )
         raise AnomedError(problem) from exc
+    if rebuilt_differs:
+        raise AnomedError(_backbone_mismatch(directory, info, "its weights' checksum differs"))
     return method.to(device).eval(), info

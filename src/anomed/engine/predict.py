@@ -77,14 +77,18 @@ class PredictReport:
             lines.append(f"--dicom-out: {who}: {note}")
         return lines
 
-    def summary_lines(self, per_row: bool = True) -> list[str]:
+    def summary_lines(self, per_row: bool = True, max_failures: int = 20) -> list[str]:
+        """A line per input (`per_row`), else a line per failed input up to `max_failures`
+        (then how many more are in predictions.json); then the totals."""
         lines = []
-        if per_row:
-            for r in self.rows:
-                if r["status"] == "ok":
-                    lines.append(f"{r['file']}: score {r['score']:.4f} -> {r['decision'] or '-'}")
-                else:
-                    lines.append(f"{r['file']}: error: {r['error']}")
+        failed = [r for r in self.rows if r["status"] != "ok"]
+        for r in self.rows if per_row else failed[:max_failures]:
+            if r["status"] == "ok":
+                lines.append(f"{r['file']}: score {r['score']:.4f} -> {r['decision'] or '-'}")
+            else:
+                lines.append(f"{r['file']}: error: {r['error']}")
+        if not per_row and len(failed) > max_failures:
+            lines.append(f"{len(failed) - max_failures} more failed inputs in predictions.json")
         if self.excluded:
             counts = Counter(why for _, why in self.excluded)
             kinds = ", ".join(f"{why}: {n}" for why, n in counts.items())

@@ -7,7 +7,9 @@ decisions at 0.5 only for methods whose scores are probabilities.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,20 +17,19 @@ import numpy as np
 import torch
 
 from anomed.data.datasets import SupportSet, load_sample
-from anomed.data.phantoms import is_phantom_dataset
 from anomed.data.sample import DatasetSplits
 from anomed.engine.checkpoint import CheckpointInfo
 from anomed.engine.evaluate import EvalResult
 from anomed.methods.base import METHODS
 from anomed.metrics import format_metrics_table
 from anomed.outputs import write_json, write_text
-from anomed.published import published_rows
+from anomed.published import SetFingerprint, fingerprint_of, published_rows
 from anomed.viz.overlay import save_heatmap_grid
 from anomed.viz.plots import save_roc_curve
 
 if TYPE_CHECKING:
     from anomed.config import RunConfig
-    from anomed.engine.run import PreparedRun
+    from anomed.engine.prepared import PreparedRun
 
 
 def dataset_summary(splits: DatasetSplits) -> str:
@@ -118,6 +119,7 @@ def write_eval_report(
         "n_test": int(len(result.labels)),
         "n_test_abnormal": int((result.labels == 1).sum()),
         "n_pixel_images": int(result.has_mask.sum()) if splits.has_masks else 0,
+        "test_split": asdict(fingerprint_of(splits.test, splits.root)),
         "threshold": cal.threshold,
         "target_fpr": cal.target_fpr,
         "scores_relative_to_test_set": result.set_relative,
@@ -127,14 +129,26 @@ def write_eval_report(
     if probabilities:
         payload.update(decision_metrics(result.labels, result.scores, 0.5, "0.5"))
     write_json(out / "metrics.json", payload)
-    rows = {label: result.metrics}
-    if not info.run.data.train_roots and not is_phantom_dataset(splits.root):
-        rows.update(published_rows(info.run.method, k, info.class_name, splits.name))
-    text = format_metrics_table(rows) + "\n\n" + _decisions_text(payload, probabilities) + "\n"
+    rows, note = {label: result.metrics}, ""
+    if not info.run.data.train_roots:  # zero-shot protocol runs: engine.protocols' table
+        test = SetFingerprint(**payload["test_split"])
+        paper, note = published_rows(info.run.method, k, info.class_name, splits.name, test)
+        rows.update(paper)
+    text = format_metrics_table(rows) + "\n\n" + (f"Note: {note}.\n\n" if note else "")
+    text += _decisions_text(payload, probabilities) + "\n"
     write_text(out / "metrics.md", text)
     write_text(out / "scores.csv", _scores_csv(result, splits, threshold))
     save_roc_curve(out / "roc.png", result.labels, result.scores, title=_roc_title(splits, info))
     _write_grid(out / "heatmaps.png", result, splits, cal, threshold)
+
+
+def saved_test_split(eval_dir: str | Path) -> SetFingerprint | None:
+    """The test-set fingerprint an eval report recorded in metrics.json (None: none recorded)."""
+    try:
+        found = json.loads((Path(eval_dir) / "metrics.json").read_text()).get("test_split")
+        return SetFingerprint(**found) if isinstance(found, dict) else None
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
 
 
 def _decisions_text(payload: dict, probabilities: bool) -> str:

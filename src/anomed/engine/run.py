@@ -41,12 +41,14 @@ from anomed.engine.evaluate import (
     evaluate_items,
     map_range,
 )
+from anomed.engine.prepared import PreparedRun
 from anomed.engine.reports import describe_run, write_eval_report
 from anomed.engine.train import FitResult, fit, resolve_schedule
 from anomed.errors import AnomedError
 from anomed.methods.base import (
     METHODS,
     AnomalyMethod,
+    backbone_refusal,
     create_method,
     method_config_dict,
     run_defaults,
@@ -68,17 +70,6 @@ class TrainArtifacts:
     before: EvalResult | None = None  # the untrained model on the test set, when asked
 
 
-@dataclass
-class PreparedRun:
-    """A checked run before any training: its data, shots and (checked) output folder."""
-
-    cfg: RunConfig
-    splits: DatasetSplits
-    split: ShotSplit
-    output_dir: Path
-    class_name: str
-
-
 def validate_run_config(cfg: RunConfig) -> RunConfig:
     """Check what field types cannot: registered names and the method's own options.
 
@@ -89,6 +80,7 @@ def validate_run_config(cfg: RunConfig) -> RunConfig:
     if cfg.data.layout != "auto":
         LAYOUTS.get(cfg.data.layout)
     method_config_dict(cfg.method, cfg.method_args, cfg.preset)
+    backbone_refusal(cfg.method, cfg.backbone.model)
     if METHODS.get(cfg.method).needs_shots and cfg.data.k < 1 and not cfg.data.train_roots:
         raise AnomedError(
             f"data.k: {cfg.method} needs at least one normal shot (k >= 1). Fix: pass --k 1 or "

@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
-import resource
-import sys
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Literal
@@ -26,6 +22,7 @@ from anomed.config import DEVICE, Bounds, Positive, TrainConfig, from_dict, to_d
 from anomed.data.datasets import SupportSet
 from anomed.engine.device import CPU_BF16_ENV, autocast, resolve_device, uses_bf16
 from anomed.engine.profile import profile_inference, profile_training
+from anomed.engine.timing import PeakMemory, sync, timed_batch
 from anomed.engine.train import fit, resolve_schedule
 from anomed.methods.base import METHODS, AnomalyMethod, create_method
 from anomed.outputs import write_json
@@ -49,6 +46,8 @@ class SpeedConfig:
     adapt_batch_size: Positive | None = None  # None: the method's; 1 mimics the reference loops
     cache: tuple[bool, ...] = (True, False)  # feature cache on/off (side-adapter methods)
     compile: bool = False  # torch.compile the frozen blocks first
+    # cast the frozen backbone's weights to bf16 (bf16 rows only) instead of autocasting them
+    frozen_bf16: bool = False
     num_workers: Annotated[int, Bounds(0, 64)] = 0  # data-loading workers for the adaptation
     profile: bool = False  # add operator profiles of inference and of adaptation steps
     onnx: bool = False  # also time the exported ONNX graph under onnxruntime (fp32)
@@ -57,67 +56,23 @@ class SpeedConfig:
     runtimes: tuple[RuntimeName, ...] = ()
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn: Callable[[], object], device: torch.device, iters: int) -> float:
-    """Median seconds of `fn` over `iters` runs after one warm-up."""
-    fn()
-    times = []
-    for _ in range(iters):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
-def _rss_mib() -> float:
-    """Current resident set (Linux); elsewhere the process's peak so far (getrusage)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB (Linux), bytes (macOS)
-        return peak / (2**20 if sys.platform == "darwin" else 2**10)
-
-
-class PeakMemory:
-    """Peak memory inside a `with` block: GPU allocations on cuda, else the process's resident
-    set, sampled every few milliseconds by a thread (`peak_mib` after the block)."""
-
-    def __init__(self, device: torch.device, interval: float = 0.005) -> None:
-        self.device, self.interval, self.peak_mib = device, interval, 0.0
-        self._stop = threading.Event()
-
-    def _sample(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.peak_mib = max(self.peak_mib, _rss_mib())
-
-    def __enter__(self) -> PeakMemory:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-        else:
-            self.peak_mib = _rss_mib()
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            self.peak_mib = torch.cuda.max_memory_allocated(self.device) / 2**20
-        else:
-            self._stop.set()
-            self._thread.join()
-            self.peak_mib = max(self.peak_mib, _rss_mib())
+def cast_matmul_weights(module: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Cast the weights of the matrix products (linear, conv, attention projections) to `dtype`
+    in place: autocast then stops re-casting them on every call. Norms, embeddings and biases
+    added outside a product keep their precision, so fp32 tokens still meet fp32 norms."""
+    for sub in module.modules():
+        if isinstance(sub, (torch.nn.Linear, torch.nn.Conv2d)):
+            sub.to(dtype)
+        elif isinstance(sub, torch.nn.MultiheadAttention):
+            for name in ("in_proj_weight", "in_proj_bias"):
+                param = getattr(sub, name, None)
+                if param is not None:
+                    param.data = param.data.to(dtype)
 
 
 def _precisions(cfg: SpeedConfig, device: torch.device) -> list[str]:
+    if cfg.frozen_bf16:  # bf16 weights need bf16 autocast around the trainable parts
+        return [p for p in cfg.precisions if p == "bf16" and uses_bf16(device, True)]
     return [p for p in cfg.precisions if p == "fp32" or uses_bf16(device, True)]
 
 
@@ -128,7 +83,10 @@ def inference_speed(method: AnomalyMethod, cfg: SpeedConfig, device: torch.devic
     rows = []
     for precision in cfg.precisions:
         if precision not in _precisions(cfg, device):
-            rows.append({"precision": precision, "skipped": f"bf16: GPU only ({CPU_BF16_ENV}=1)"})
+            why = f"bf16: GPU only ({CPU_BF16_ENV}=1)"
+            if precision == "fp32":
+                why = "fp32 rows need fp32 weights (frozen_bf16 is set)"
+            rows.append({"precision": precision, "skipped": why})
             continue
         for batch in cfg.batch_sizes:
             images = torch.rand(batch, 3, size, size, device=device)
@@ -139,20 +97,6 @@ def inference_speed(method: AnomalyMethod, cfg: SpeedConfig, device: torch.devic
 
             rows.append({"precision": precision, **timed_batch(step, device, batch, cfg.iters)})
     return rows
-
-
-def timed_batch(step: Callable[[], object], device: torch.device, batch: int, iters: int) -> dict:
-    """One speed row: median seconds of `step` on a batch, img/s, per-image latency, peak
-    memory (the device's allocations on cuda, the process's resident set on CPU)."""
-    with PeakMemory(device) as memory:
-        seconds = _timed(step, device, iters)
-    return {
-        "batch": batch,
-        "seconds": seconds,
-        "img_per_s": batch / seconds,
-        "latency_ms": 1000 * seconds / batch,
-        "peak_memory_mib": memory.peak_mib,
-    }
 
 
 def _random_support(k: int, size: int, seed: int = 0, labelled: bool = True) -> SupportSet:
@@ -195,7 +139,7 @@ def adaptation_time(
             progress=False,
             log=lambda _: None,
         )
-        _sync(device)
+        sync(device)
         seconds = time.perf_counter() - start
     return {
         "precision": precision,
@@ -245,6 +189,8 @@ def run_speed(cfg: SpeedConfig, output: str | Path | None = None) -> dict:
     METHODS.get(cfg.method)
     device = resolve_device(cfg.device)
     backbone = load_backbone(cfg.backbone, device)
+    if cfg.frozen_bf16:
+        cast_matmul_weights(backbone, torch.bfloat16)
     if cfg.compile:
         backbone.compile_blocks()
     method = create_method(cfg.method, backbone).to(device)

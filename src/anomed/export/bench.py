@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from anomed.engine.timing import timed_batch
 from anomed.errors import AnomedError
 from anomed.methods.base import AnomalyMethod
 
@@ -74,8 +75,6 @@ def graph_inference_speed(
     device: torch.device,
 ) -> list[dict]:
     """img/s, latency, peak memory and model size of `method` exported for `runtime`."""
-    from anomed.engine.speed import timed_batch
-
     if runtime not in GRAPH_RUNTIMES:
         raise AnomedError(f"--runtime {runtime}: use torch, torch-compile or {GRAPH_RUNTIMES}")
     precision = "int8" if runtime.endswith("int8") else "fp32"

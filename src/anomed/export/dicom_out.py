@@ -25,7 +25,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 
-from anomed import __version__
+from anomed._version import __version__
 from anomed.errors import AnomedError
 
 KINDS = ("seg", "pmap", "both")
@@ -68,9 +68,7 @@ def source_instances(series: str | Path) -> list[pydicom.Dataset]:
     if not datasets:
         raise AnomedError(f"{series}: no DICOM images found")
     for ds in datasets:
-        for keyword in _TYPE2:  # in memory only: the source files are never changed
-            if keyword not in ds:
-                setattr(ds, keyword, "")
+        fill_type2(ds)
         if int(ds.get("NumberOfFrames", 1) or 1) > 1:
             raise AnomedError(
                 f"{series}: DICOM outputs are written for series of single-frame images; this "
@@ -81,20 +79,40 @@ def source_instances(series: str | Path) -> list[pydicom.Dataset]:
             for k in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
             if k not in ds
         ]
-        if missing:
+        if missing and not (len(datasets) == 1 and is_projection(ds)):
             raise AnomedError(
                 f"{series}: an image lacks {', '.join(missing)}, so no DICOM object can be "
                 "placed on the series. The NIfTI map is still written."
             )
+    if len(datasets) == 1:
+        return datasets
     normal = np.cross(*np.reshape(np.array(datasets[0].ImageOrientationPatient, float), (2, 3)))
     return sorted(datasets, key=lambda ds: float(np.array(ds.ImagePositionPatient, float) @ normal))
 
 
+def is_projection(ds: pydicom.Dataset) -> bool:
+    """A lone 2D image without plane geometry (a radiograph: CR, DX, MG, ...). The volume
+    reader places such an image axially at the origin; its map is read back the same way."""
+    return "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds
+
+
+def fill_type2(ds: pydicom.Dataset) -> pydicom.Dataset:
+    """Add the empty Type 2 patient/study attributes highdicom copies (in memory only: the
+    source files are never changed)."""
+    for keyword in _TYPE2:
+        if keyword not in ds:
+            setattr(ds, keyword, "")
+    return ds
+
+
 def pixel_positions(ds: pydicom.Dataset) -> np.ndarray:
-    """Patient positions (R, C, 3) of every pixel centre of a single-frame image, in RAS mm."""
-    origin = np.array(ds.ImagePositionPatient, float)
-    row_dir, col_dir = np.reshape(np.array(ds.ImageOrientationPatient, float), (2, 3))
-    d_row, d_col = (float(v) for v in ds.PixelSpacing)  # between rows, between columns
+    """Patient positions (R, C, 3) of every pixel centre of a single-frame image, in RAS mm
+    (a projection image: where `read_volume` put it, axial at the origin)."""
+    origin = np.array(ds.get("ImagePositionPatient", [0.0, 0.0, 0.0]), float)
+    orientation = ds.get("ImageOrientationPatient", [1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+    row_dir, col_dir = np.reshape(np.array(orientation, float), (2, 3))
+    spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing") or [1.0, 1.0]
+    d_row, d_col = (float(v) for v in spacing)  # between rows, between columns
     r, c = np.meshgrid(np.arange(int(ds.Rows)), np.arange(int(ds.Columns)), indexing="ij")
     lps = origin + c[..., None] * d_col * row_dir + r[..., None] * d_row * col_dir
     return lps @ _LPS_TO_RAS.T
@@ -240,7 +258,11 @@ def write_dicom_outputs(
             out.seg = write_seg(
                 instances, frames, threshold, map_path.with_name(f"{stem}_seg.dcm"), method
             )
-    if kind in ("pmap", "both"):
+    if kind in ("pmap", "both") and is_projection(instances[0]):
+        # highdicom 0.28 cannot build a Parametric Map without plane positions
+        why = "no DICOM parametric map for a 2D image without plane geometry"
+        out.note = f"{out.note}; {why}" if out.note else why
+    elif kind in ("pmap", "both"):
         out.pmap = write_pmap(
             instances, frames, map_path.with_name(f"{stem}_pmap.dcm"), method, value_range
         )

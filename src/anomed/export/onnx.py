@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from anomed import __version__
+from anomed._version import __version__
 from anomed.data.datasets import load_sample
 from anomed.engine.checkpoint import CheckpointInfo
 from anomed.errors import AnomedError

@@ -21,6 +21,7 @@ from anomed.data.datasets import (
     plain_items,
     synthetic_validation_set,
 )
+from anomed.errors import AnomedError
 from anomed.prompts.cache import TextCache
 from anomed.registry import Registry
 
@@ -63,6 +64,8 @@ class AnomalyMethod(nn.Module):
     probability_scores: ClassVar[bool] = False
     # Needs at least one few-shot image of the target (False: works zero-shot from text alone).
     needs_shots: ClassVar[bool] = True
+    # Scores with text prompts, so needs a backbone with a text tower (False: image-only works).
+    needs_text: ClassVar[bool] = True
     # Whose computation to follow where anomed, the reference code and the paper differ: per
     # preset ("reference", "paper"), config values that replace the defaults (the defaults are
     # the "anomed" preset). Dotted keys ("backbone.preprocess", "train.select") are run-level
@@ -176,6 +179,18 @@ class AnomalyMethod(nn.Module):
         if missing or unexpected:
             raise ValueError(f"checkpoint does not fit: missing {missing}, unexpected {unexpected}")
 
+    def text_scoring(self, choice: str) -> str:
+        """A method's `text_scoring` switch resolved on its backbone: "auto" is how the backbone
+        was trained (softmax for CLIP, sigmoid with a bias for SigLIP); "sigmoid" needs a bias."""
+        if choice == "auto":
+            return self.backbone.text_scoring
+        if choice == "sigmoid" and self.backbone.logit_bias is None:
+            raise AnomedError(
+                f"method_args.text_scoring: sigmoid needs a backbone trained with a sigmoid "
+                f"(SigLIP's logit bias); {self.backbone.cfg.model} has none. Fix: use auto."
+            )
+        return choice
+
     def train(self, mode: bool = True) -> AnomalyMethod:
         super().train(mode)
         self.backbone.train(False)
@@ -210,12 +225,26 @@ def method_args(
     return {**preset_values(name, preset), **(args or {})}
 
 
+def backbone_refusal(name: str, model: str, has_text: bool | None = None) -> None:
+    """Raise the one-line reason a method cannot run on a backbone (before any data is read):
+    text-prompt methods on an image-only model. `has_text` None: judged from the model name."""
+    if has_text is None:
+        has_text = not model.startswith("timm:")
+    if METHODS.get(name).needs_text and not has_text:
+        raise AnomedError(
+            f"{name} cannot run on {model}: it scores images against text prompts and this "
+            "model has no text tower. Fix: use memorybank, or a vision-language backbone "
+            "(e.g. a BiomedCLIP or SigLIP local-dir)."
+        )
+
+
 def create_method(
     name: str, backbone: FrozenCLIP, args: dict[str, Any] | None = None, preset: str = "anomed"
 ) -> AnomalyMethod:
     """Build a registered method on a backbone from its config dict (unknown keys are errors);
     the preset's values fill what `args` leaves out."""
     cls = METHODS.get(name)
+    backbone_refusal(name, backbone.cfg.model, backbone.has_text)
     cfg = from_dict(cls.config_class, method_args(name, args, preset), "method_args.")
     return cls(backbone, cfg)
 

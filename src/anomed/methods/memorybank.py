@@ -40,6 +40,7 @@ class MemoryBankMethod(AnomalyMethod):
     name = "memorybank"
     config_class = MemoryBankConfig
     normal_only = True
+    needs_text = False  # patch tokens only: runs on image-only towers (a bare timm ViT, DINOv2)
 
     def __init__(self, backbone, cfg: MemoryBankConfig) -> None:
         super().__init__(backbone, cfg)

@@ -87,6 +87,9 @@ class PPADConfig(MethodConfig):
     # the gamma map's edges (see anomed.synthesis.sas.gamma_map)
     sas_placement: Literal["centred", "canvas"] = "canvas"
     sas_edges: Literal["anomed", "reference"] = "reference"
+    # position probabilities: softmax over normal/abnormal of scale * cos (CLIP's), or SigLIP's
+    # sigmoid(scale * cos + bias) of the abnormal text; "auto": as the backbone was trained
+    text_scoring: Literal["auto", "softmax", "sigmoid"] = "auto"
 
 
 PPAD_REFERENCE = {
@@ -155,6 +158,7 @@ class PPAD(AnomalyMethod):
         self.register_buffer(
             "patch_masks", region_patch_masks(backbone.image_size, backbone.patch_size)
         )
+        self.scoring = self.text_scoring(cfg.text_scoring)
 
     def train_dataset(self, supports: Sequence[SupportSet], seed: int) -> RegionSynthesisDataset:
         normals = [im for s in supports for im in s.normals]
@@ -197,7 +201,8 @@ class PPAD(AnomalyMethod):
         feats = self.backbone.encode_image(images, [self.backbone.depth], patch_hook=hook)
         image = F.normalize(feats.image_embedding, dim=-1)  # (B, D)
         cls_text = F.normalize(text[regions], dim=-1)  # (B, 2, D)
-        return self.backbone.logit_scale * torch.einsum("bd,bcd->bc", image, cls_text)
+        logits = self.backbone.logit_scale * torch.einsum("bd,bcd->bc", image, cls_text)
+        return logits + self.backbone.logit_bias if self.scoring == "sigmoid" else logits
 
     def training_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         logits = self.position_logits(batch["image"], batch["region"], self.text_features())
@@ -214,7 +219,9 @@ class PPAD(AnomalyMethod):
         probs = []
         for k in range(len(POSITIONS)):
             regions = torch.full((images.shape[0],), k, device=images.device, dtype=torch.long)
-            probs.append(self.position_logits(images, regions, text).softmax(-1)[:, 1])
+            logits = self.position_logits(images, regions, text)
+            sig = self.scoring == "sigmoid"
+            probs.append(logits[:, 1].sigmoid() if sig else logits.softmax(-1)[:, 1])
         return torch.stack(probs, dim=1)
 
     def forward(self, images: Tensor) -> AnomalyOutput:

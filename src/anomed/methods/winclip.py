@@ -32,6 +32,7 @@ from anomed.scoring import (
     harmonic_aggregate,
     harmonic_mean,
     patch_text_probs,
+    sigmoid_text_probs,
     tokens_to_grid,
     upsample,
     window_subsets,
@@ -52,6 +53,9 @@ class WinCLIPConfig(MethodConfig):
     # few-shot patch tokens: "block" = raw tokens after `patch_layer`; "final" = the last
     # block's tokens after ln_post (anomalib)
     few_shot_tokens: Literal["block", "final"] = "final"
+    # image-text probabilities: softmax over normal/abnormal at `temperature` (CLIP's), or
+    # SigLIP's sigmoid(scale * cos + bias) per class; "auto": as the backbone was trained
+    text_scoring: Literal["auto", "softmax", "sigmoid"] = "auto"
 
 
 WINCLIP_REFERENCE = {"prompts": "winclip", "prompt_mean": "raw", "few_shot_tokens": "final"}
@@ -77,6 +81,14 @@ class WinCLIP(AnomalyMethod):
         self.subsets = {s: window_subsets(backbone.grid_size, s) for s in cfg.scales}
         self.banks: dict[str, MemoryBank | None] = {}
         self.register_buffer("anchor", torch.zeros(()))
+        self.scoring = self.text_scoring(cfg.text_scoring)
+
+    def abnormal_probs(self, feats: Tensor, text: Tensor) -> Tensor:
+        """P(abnormal) of features (B, N, D) against the class text (2, D) -> (B, N)."""
+        if self.scoring == "sigmoid":
+            b = self.backbone
+            return sigmoid_text_probs(feats, text, b.logit_scale, b.logit_bias)[..., 1]
+        return patch_text_probs(feats, text, self.cfg.temperature)[..., 1]
 
     def train_dataset(self, supports: Sequence[SupportSet], seed: int) -> ItemsDataset:
         return ItemsDataset([])
@@ -123,15 +135,15 @@ class WinCLIP(AnomalyMethod):
 
     def forward(self, images: Tensor) -> AnomalyOutput:
         feats = self.features(images)
-        text, tau = self.class_text(), self.cfg.temperature
+        text = self.class_text()
         n, grid, size = (
             self.backbone.grid_size[0] * self.backbone.grid_size[1],
             self.backbone.grid_size,
             images.shape[-2:],
         )
-        image_score = patch_text_probs(feats["image"][:, None], text, tau)[:, 0, 1]  # (B,)
+        image_score = self.abnormal_probs(feats["image"][:, None], text)[:, 0]  # (B,)
         maps = [
-            harmonic_aggregate(patch_text_probs(feats[f"win{s}"], text, tau)[..., 1], sub, n)
+            harmonic_aggregate(self.abnormal_probs(feats[f"win{s}"], text), sub, n)
             for s, sub in self.subsets.items()
         ]
         zero = harmonic_mean([*maps, image_score[:, None].expand(-1, n)])  # (B, N)

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from anomed.backbone import FrozenCLIP
+from anomed.errors import AnomedError
 
 PLACEHOLDER = "X"
 
@@ -120,9 +121,16 @@ class PromptLearner(nn.Module):
                 texts += rendered
                 classes += [c] * len(rendered)
         token_ids = backbone.tokenize(texts)  # (P, L)
-        placeholder_id = int(backbone.tokenize([PLACEHOLDER])[0, 1])
+        placeholder_id = backbone.placeholder_id(PLACEHOLDER)
         is_ctx = token_ids == placeholder_id
-        if not bool((is_ctx.sum(dim=1) == prompts.n_ctx).all()):
+        counts = is_ctx.sum(dim=1)
+        if bool((counts < prompts.n_ctx).any()):  # the tokenizer cut the prompt at its context
+            raise AnomedError(
+                f"a prompt of {prompts.n_ctx} context vectors does not fit the "
+                f"{token_ids.shape[1]}-token text context of {backbone.cfg.model}. Fix: fewer "
+                "context vectors (method_args.n_ctx) or a backbone with a longer context."
+            )
+        if not bool((counts == prompts.n_ctx).all()):
             raise ValueError("a class word tokenizes into the context placeholder; rename it")
         ctx_index = torch.where(
             is_ctx, is_ctx.long().cumsum(dim=1) - 1, torch.zeros_like(token_ids)

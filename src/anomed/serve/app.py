@@ -26,7 +26,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from anomed import __version__
+from anomed._version import __version__
 from anomed.errors import AnomedError
 from anomed.serve.errors import CODES, ApiError
 from anomed.serve.guard import Guard

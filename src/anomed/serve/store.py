@@ -46,7 +46,9 @@ _STUDY_COLUMNS = (
 class Store:
     """Studies, verdicts and jobs; every method is safe to call from any thread."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, recover_jobs: bool = True) -> None:
+        """`recover_jobs` marks jobs left running as interrupted (the service, at start); a
+        second writer (`anomed pacs watch --review`) passes False."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -58,6 +60,8 @@ class Store:
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
             # a job cut short by a stop stays visible, with what it finished
+            if not recover_jobs:
+                return
             self._db.execute(
                 "UPDATE jobs SET status = 'interrupted', finished = ? "
                 "WHERE status IN ('queued', 'running')",

@@ -23,7 +23,7 @@ from anomed.config import to_dict
 from anomed.data.io import read_image, shrink_to_side
 from anomed.data.volumes import normalize_volume, read_volume, slice_volume
 from anomed.engine.detector import Detector
-from anomed.engine.volumes import predict_volume
+from anomed.engine.volumes import VolumePrediction, predict_volume
 from anomed.outputs import finite_or_none
 from anomed.serve.batching import BatchedDetector, MicroBatcher
 from anomed.serve.uploads import StagedFile
@@ -154,12 +154,19 @@ def _display_shape(shape: tuple[int, int], spacing: tuple[float, float]) -> tupl
 
 
 def _score_volume(model: ServedModel, staged: StagedFile, folder: Path) -> dict[str, Any]:
-    det = model.detector
     result = predict_volume(model.scorer, staged.target, folder / "predict", view=VIEW)
+    return volume_review(model.detector, staged.target, result, folder)
+
+
+def volume_review(
+    det: Detector, source: Path, result: VolumePrediction, folder: Path
+) -> dict[str, Any]:
+    """Move a volume's map and slice CSV into the study `folder` and draw its pictures; the
+    study record's result fields. Also used for series scored by `anomed pacs watch`."""
     shutil.move(result.map_path, folder / "anomaly.nii.gz")
     shutil.move(result.csv_path, folder / "slices.csv")
     shutil.rmtree(folder / "predict", ignore_errors=True)
-    volume = normalize_volume(read_volume(staged.target))
+    volume = normalize_volume(read_volume(source))
     images = slice_volume(volume.data, VIEW)  # (S, H, W) in [0, 1]
     maps = slice_volume(read_volume(folder / "anomaly.nii.gz").data, VIEW)  # (S, H, W)
     sx, sy, _ = volume.spacing  # axial: rows run along Y, columns along X

@@ -69,11 +69,13 @@ def blob_shape(
     n_points: int = 10,
     control_sigma: float = 8.0,
     dilation: int = 5,
+    crop: bool = True,
 ) -> np.ndarray:
     """An SAS blob cropped to its bounding box: bool (h, w), never empty.
 
     The random points lie in a `height` × `width` box; Bézier bulges (and the dilation) may
-    reach a little beyond it."""
+    reach a little beyond it. `crop=False` gives PPAD's code's mask instead: the blob where it
+    lies in the box, on a square of the box's larger side (what reaches beyond it is lost)."""
     margin = int(np.ceil(4 * control_sigma)) + dilation
     canvas_shape = (int(np.ceil(height)) + 2 * margin, int(np.ceil(width)) + 2 * margin)
     points = rng.uniform((0.0, 0.0), (width, height), size=(n_points, 2)) + margin  # (N, 2) x, y
@@ -90,6 +92,9 @@ def blob_shape(
     blob = cv2.dilate(blob, np.ones((dilation, dilation), np.uint8)) > 0
     if not blob.any():  # all points on one pixel: keep that pixel
         blob[tuple(np.round(points[0, ::-1]).astype(int))] = True
+    if not crop:
+        side = max(canvas_shape) - 2 * margin
+        return blob[margin : margin + side, margin : margin + side]
     rows, cols = np.nonzero(blob)
     return blob[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
 
@@ -135,7 +140,8 @@ def place_on_canvas(
     blob: np.ndarray, centre: tuple[int, int], shape: tuple[int, int]
 ) -> np.ndarray:
     """PPAD's code's placement: the blob sits in the top-left corner of a square canvas of its
-    larger side; the canvas is centred on `centre` and shifted back inside the image as the
+    larger side (`blob_shape(crop=False)` gives that canvas itself); the canvas is centred on
+    `centre` and shifted back inside the image as the
     code does it (ending one pixel short of the far border). Blobs thus sit up/left of the
     centre by half the difference of their sides."""
     side = max(blob.shape)
@@ -222,12 +228,28 @@ class SAS:
         height, width = shape
         y0, y1, x0, x1 = region_box(region, shape)
         weight = float(self.weights[rng.integers(len(self.weights))])
-        centre = (int(rng.integers(y0, y1)), int(rng.integers(x0, x1)))
-        blob_w, blob_h = rng.uniform(*self.size_range, size=2) * width
-        blob = blob_shape(
-            min(blob_h, height), blob_w, rng, self.n_points, self.control_sigma, self.dilation
+        canvas = self.placement == "canvas"
+        # PPAD's code: randint(top, bottom) with bottom the region's last row: never that row
+        last = 1 if canvas else 0
+        centre = (
+            int(rng.integers(y0, max(y1 - last, y0 + 1))),
+            int(rng.integers(x0, max(x1 - last, x0 + 1))),
         )
-        place = place_on_canvas if self.placement == "canvas" else place_blob
+        if canvas:  # PPAD's code: whole pixels, randint(round(0.2 W), round(0.8 W))
+            lo, hi = (round(f * width) for f in self.size_range)
+            blob_w, blob_h = rng.integers(lo, max(hi, lo + 1), size=2).astype(float)
+        else:
+            blob_w, blob_h = rng.uniform(*self.size_range, size=2) * width
+        blob = blob_shape(
+            min(blob_h, height),
+            blob_w,
+            rng,
+            self.n_points,
+            self.control_sigma,
+            self.dilation,
+            crop=not canvas,
+        )
+        place = place_on_canvas if canvas else place_blob
         return place(blob, centre, shape), weight
 
 

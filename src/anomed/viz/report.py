@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from anomed.errors import AnomedError
-from anomed.published import PUBLISHED
+from anomed.published import PUBLISHED, published_value
 from anomed.viz.plots import save_roc_curves
 from anomed.viz.tables import (
     CELL_NOTE,
@@ -52,10 +52,13 @@ from anomed.viz.tables import (
     _Series,
     _series_of,
     _Table,
+    failed_markdown,
+    failed_note,
+    failed_rows,
     format_cell,
+    is_failed,
     load_results,
     paper_tables,
-    published_value,
 )
 
 __all__ = [
@@ -258,7 +261,9 @@ def _html_table(table: _Table) -> str:
     for row in table.rows:
         kind = "published" if row.published else ("leak" if row.leak else "")
         cells = "".join(
-            f"<td{_cls('na' if c in ('N/A', '—') else '')}>{_e(c)}</td>" for c in row.cells
+            f"<td{_cls('na' if c in ('N/A', '—') else 'failed' if 'failed' in c else '')}>"
+            f"{_e(c)}</td>"
+            for c in row.cells
         )
         body.append(f"<tr{_cls(kind)}><td>{_e(row.method)}</td><td>{_e(row.run)}</td>{cells}</tr>")
     return (
@@ -322,8 +327,9 @@ def _bench_settings(out: Path, rows: Sequence[Row] = ()) -> list[tuple[str, str]
 
 
 def _warnings(rows: Sequence[Row]) -> list[tuple[str, str]]:
+    out = [(failed_note(rows) + ".", "danger")] if failed_rows(rows) else []
+    rows = [r for r in rows if not is_failed(r)]
     series = _ordered_series(rows)
-    out = []
     if any(s.leak for s in series):
         out.append((f"Some rows chose the model on {SELECTION['test-leak']}.", "danger"))
     if any(s.weights.startswith("random") for s in series):
@@ -384,7 +390,7 @@ table{border-collapse:collapse;margin:.5em 0 1.2em;font-size:.9em}
 th,td{border:1px solid #ccc;padding:.25em .55em}th{background:#eef1f5}
 td:nth-child(n+3){text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 tr.published td{background:#f4f4f4;font-style:italic;color:#444}
-tr.leak td{background:#fde2e1}td.na{color:#999}
+tr.leak td{background:#fde2e1}td.na{color:#999}td.failed{color:#c62828;font-weight:700}
 ul.notes{font-size:.85em;color:#444;padding-left:1.2em}ul.notes li{padding:.1em .4em}
 figure{margin:.6em 0 1.4em}figure img{max-width:100%;border:1px solid #ddd}
 figcaption{font-size:.9em;color:#333;font-weight:600;margin-bottom:.3em}
@@ -392,10 +398,30 @@ figcaption{font-size:.9em;color:#333;font-weight:600;margin-bottom:.3em}
 """
 
 
+def _failed_html(failed: Sequence[Row]) -> str:
+    """The Failed cells section: one table row per failed cell with its error."""
+    if not failed:
+        return ""
+    head = "".join(f"<th>{h}</th>" for h in ("method", "dataset", "k", "seed", "preset", "error"))
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{_e(r.get(c) if r.get(c) is not None else '')}</td>"
+            for c in ("method", "dataset", "k", "seed", "preset", "error")
+        )
+        + "</tr>"
+        for r in failed
+    )
+    return (
+        f"<h2>Failed cells</h2><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    )
+
+
 def _page(
     title: str, rows: Sequence[Row], tables: Sequence[_Table], plots: str, heatmaps: str, out: Path
 ) -> str:
-    lines = _protocol(rows) + _bench_settings(out, rows)
+    ok = [r for r in rows if not is_failed(r)]
+    lines = _protocol(ok) + _bench_settings(out, ok) + _failed_count(rows)
     protocol = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in lines)
     boxes = "".join(f'<div class="box {lvl}">{_e(t)}</div>' for t, lvl in _warnings(rows))
     cites = "".join(f"<li>{_e(c)}</li>" for c in _citations(rows))
@@ -403,18 +429,26 @@ def _page(
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
         f"<style>{CSS}</style></head><body><h1>{_e(title)}</h1>"
         f"<h2>Protocol</h2><dl>{protocol}</dl>{boxes}"
+        f"{_failed_html(failed_rows(rows))}"
         f"<h2>Tables</h2>{''.join(_html_table(t) for t in tables)}"
         f"<h2>Plots</h2>{plots}<h2>Heat-map samples</h2>{heatmaps}"
         f'<h2>Citations</h2><ul class="cites">{cites}</ul></body></html>\n'
     )
 
 
+def _failed_count(rows: Sequence[Row]) -> list[tuple[str, str]]:
+    failed = failed_rows(rows)
+    return [("failed cells", f"{len(failed)} (see Failed cells)")] if failed else []
+
+
 def _tables_markdown(title: str, rows: Sequence[Row], tables: Sequence[_Table], out: Path) -> str:
+    ok = [r for r in rows if not is_failed(r)]
     lines = [f"# {title}: tables", ""]
-    lines += [f"- {k}: {v}" for k, v in _protocol(rows) + _bench_settings(out, rows)]
+    lines += [f"- {k}: {v}" for k, v in _protocol(ok) + _bench_settings(out, ok)]
+    lines += [f"- {k}: {v}" for k, v in _failed_count(rows)]
     lines += [f"- **{t}**" for t, _ in _warnings(rows)]
-    lines += ["", *(_markdown(t) for t in tables), "## Citations", ""]
-    return "\n".join(lines + [f"- {c}" for c in _citations(rows)]) + "\n"
+    lines += ["", failed_markdown(rows), *(_markdown(t) for t in tables), "## Citations", ""]
+    return "\n".join(lines + [f"- {c}" for c in _citations(ok)]) + "\n"
 
 
 def write_report(
@@ -431,8 +465,9 @@ def write_report(
         )
     tables = [_build_table(rows, m) for m in metrics]
     (out / "tables.md").write_text(_tables_markdown(title, rows, tables, out), encoding="utf-8")
-    plots = _write_plots(out, rows, metrics)
-    page = _page(title, rows, tables, plots, _heatmaps_html(out, rows), out)
+    ok = [r for r in rows if not is_failed(r)]  # plots and heat maps: finished cells only
+    plots = _write_plots(out, ok, metrics)
+    page = _page(title, rows, tables, plots, _heatmaps_html(out, ok), out)
     path = out / "report.html"
     path.write_text(page, encoding="utf-8")
     return path

@@ -18,7 +18,7 @@ import numpy as np
 
 from anomed.errors import AnomedError
 from anomed.metrics import METRIC_KEYS
-from anomed.published import PUBLISHED, published_value
+from anomed.published import PUBLISHED, SetFingerprint, protocol_name, published_match
 
 Row = dict[str, Any]
 REQUIRED_COLUMNS = ("method", "dataset", "k", "seed")
@@ -50,11 +50,13 @@ RANDOM_INIT_NOTE = (
 )
 CELL_NOTE = (
     "cells: mean ± std (sample std) over seeds, in %; (n=N): fewer than {m} seeds; "
-    "N/A: metric undefined (one class, no masks); —: not run / not published"
+    "N/A: metric undefined (one class, no masks); —: not run / not published; failed: every "
+    "cell there failed ((N failed): some did; see Failed cells)"
 )
 PUBLISHED_NOTE = (
     "published rows: the papers' own figures on their real datasets with their backbone, "
-    "matched to our columns by dataset class; never shown beside datasets named phantom"
+    "matched to our columns by dataset class, and only where our test set is the paper's split "
+    "(the same file list: results.csv column test_split)"
 )
 
 
@@ -179,6 +181,59 @@ def _cells(rows: Sequence[Row], s: _Series, dataset: str, k: int) -> list[Row]:
     return [r for r in rows if _series_of(r) == s and r["dataset"] == dataset and r["k"] == k]
 
 
+def is_failed(row: Row) -> bool:
+    """A cell that failed: a row with status "failed" (its error says why), no metrics."""
+    return row.get("status") == "failed"
+
+
+def _with_failed_series(rows: Sequence[Row]) -> list[Row]:
+    """Failed rows joined to the series of their method (+ ablation, preset) where one
+    finished, so their "failed" sits in that series' row; the others form their own."""
+    finished = {}
+    for r in rows:
+        if not is_failed(r):
+            key = (r["method"], r.get("variant"), r.get("preset"))
+            finished.setdefault(key, r)
+    out = []
+    for r in rows:
+        twin = finished.get((r["method"], r.get("variant"), r.get("preset")))
+        if is_failed(r) and twin is not None:
+            r = {
+                **r,
+                **{c: twin.get(c) for c in ("backbone", "weights", "selected_by", "protocol")},
+            }
+        out.append(r)
+    return out
+
+
+def _cell_text(cell_rows: Sequence[Row], metric: str) -> str:
+    """format_cell over the finished rows, with the failed ones said."""
+    failed = sum(is_failed(r) for r in cell_rows)
+    ok = [r.get(metric) for r in cell_rows if not is_failed(r)]
+    if failed and not ok:
+        return "failed"
+    text = format_cell(ok)
+    return f"{text} ({failed} failed)" if failed else text
+
+
+def failed_rows(rows: Sequence[Row]) -> list[Row]:
+    return [r for r in rows if is_failed(r)]
+
+
+def failed_markdown(rows: Sequence[Row]) -> str:
+    """A "Failed cells" section: one line per failed cell with its error ("" if none)."""
+    failed = failed_rows(rows)
+    if not failed:
+        return ""
+    lines = ["## Failed cells", "", "| method | dataset | k | seed | preset | error |"]
+    lines.append("|---|---|---:|---:|---|---|")
+    for r in failed:
+        method = f"{r['method']} [{r['variant']}]" if r.get("variant") else str(r["method"])
+        cells = [method, r["dataset"], r["k"], r["seed"], r.get("preset") or "", r.get("error")]
+        lines.append("| " + " | ".join(_md("" if c is None else str(c)) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _mean_std(values: Sequence[float | None]) -> tuple[float, float, int] | None:
     """Mean and sample std of the defined values and how many there are; None if none are."""
     defined = [v for v in values if v is not None]
@@ -203,21 +258,52 @@ def format_cell(values: Sequence[float | None]) -> str:
 # --------------------------------------------------------------------------- published
 
 
-def _is_phantom(dataset: str) -> bool:
-    return "phantom" in dataset.lower()
-
-
 def _cite_number(method: str) -> int:
     return list(PUBLISHED).index(method) + 1
+
+
+def _tested_on(rows: Sequence[Row], method: str, dataset: str, k: int) -> SetFingerprint | None:
+    """The test set a method's runs in a column were tested on (None: one was not recorded);
+    runs on several test sets (abnormal shots moved out per seed) give a set matching none."""
+    found = sorted(
+        {
+            (r.get("test_split") or "", r.get("n_test") or 0, r.get("n_test_abnormal") or 0)
+            for r in rows
+            if r["method"] == method and r["dataset"] == dataset and r["k"] == k
+        }
+    )
+    if not found or any(not fingerprint for fingerprint, _, _ in found):
+        return None
+    fingerprint, n, n_abnormal = found[0]
+    return SetFingerprint(fingerprint if len(found) == 1 else "several", n, n_abnormal)
+
+
+def _paper_match(method: str, rows: Sequence[Row], dataset: str, k: int):
+    """published_match for one of our columns: (key, figures %, why not) or None."""
+    test = _tested_on(rows, method, dataset, k)
+    class_name = _class_name(rows, dataset)
+    return published_match(method, protocol_name(k), class_name, dataset, test)
 
 
 def _paper_value(
     method: str, rows: Sequence[Row], dataset: str, k: int, metric: str
 ) -> float | None:
-    """The published figure for one of our columns; never beside a phantom dataset."""
-    if _is_phantom(dataset):
-        return None
-    return published_value(method, _class_name(rows, dataset), k, metric)
+    """The published figure for one of our columns, only where our test set is its split."""
+    found = _paper_match(method, rows, dataset, k)
+    return None if found is None or found[2] else found[1].get(metric)
+
+
+def _split_notes(
+    methods: Sequence[str], rows: Sequence[Row], columns: Sequence[tuple[str, int]], metric: str
+) -> list[str]:
+    """Why a published figure the paper has is not shown in a column (another test set)."""
+    notes = []
+    for method in methods:
+        for dataset, k in columns:
+            found = _paper_match(method, rows, dataset, k) if method in PUBLISHED else None
+            if found and found[2] and metric in found[1]:
+                notes.append(f"{method}, {dataset} {_k_label(k)}: {found[2]}")
+    return list(dict.fromkeys(notes))
 
 
 def _average_notes(methods: Sequence[str], metric: str) -> list[str]:
@@ -272,7 +358,7 @@ def _published_row(method: str, rows: Sequence[Row], table: _Table) -> _TableRow
 
 
 def _selection_notes(series: Sequence[_Series]) -> list[tuple[str, str]]:
-    modes = list(dict.fromkeys(s.selected_by for s in series))
+    modes = [m for m in dict.fromkeys(s.selected_by for s in series) if m != "unknown"]
     notes = [(f"model selected on {SELECTION.get(m, m)}", "") for m in modes if m != "test-leak"]
     return ([(LEAK_WARNING, "danger")] if "test-leak" in modes else []) + notes
 
@@ -300,17 +386,20 @@ def _test_size_notes(rows: Sequence[Row], series: Sequence[_Series]) -> list[tup
 
 
 def _build_table(rows: Sequence[Row], metric: str) -> _Table:
+    rows = _with_failed_series(rows)
     series = _ordered_series(rows)
     columns = [(d, k) for d in _datasets(rows) for k in _ks(rows, d)]
     table = _Table(metric, columns, [], _selection_notes(series) + _test_size_notes(rows, series))
     for i, s in enumerate(series):
-        cells = [format_cell([r.get(metric) for r in _cells(rows, s, d, k)]) for d, k in columns]
+        cells = [_cell_text(_cells(rows, s, d, k), metric) for d, k in columns]
         table.rows.append(_TableRow(s.name, s.run, cells, leak=s.leak))
         if i + 1 == len(series) or series[i + 1].method != s.method:
             published = _published_row(s.method, rows, table)
             table.rows += [published] if published else []
     if any(s.weights.startswith("random") for s in series):
         table.notes.append((RANDOM_INIT_NOTE, "warn"))
+    if failed_rows(rows):
+        table.notes.append((failed_note(rows), "danger"))
     table.notes.append((CELL_NOTE.format(m=MIN_SEEDS), ""))
     shown = list(dict.fromkeys(r.method for r in table.rows if r.published))
     if shown:
@@ -318,7 +407,16 @@ def _build_table(rows: Sequence[Row], metric: str) -> _Table:
         table.notes += [(f"[{_cite_number(m)}] {PUBLISHED[m]['citation']}", "") for m in shown]
     methods = list(dict.fromkeys(s.method for s in series))
     table.notes += [(note, "") for note in _average_notes(methods, metric)]
+    table.notes += [(note, "warn") for note in _split_notes(methods, rows, table.columns, metric)]
     return table
+
+
+def failed_note(rows: Sequence[Row]) -> str:
+    failed = failed_rows(rows)
+    return (
+        f"{len(failed)} of {len(rows)} cells FAILED (status 'failed' in results.csv, with "
+        "their errors under Failed cells); their columns hold no numbers"
+    )
 
 
 def _md(text: str) -> str:

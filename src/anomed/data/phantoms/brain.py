@@ -460,7 +460,8 @@ def write_atomically(root: Path, overwrite: bool, writer: Callable[[Path], T]) -
     if root.is_dir() and any(root.iterdir()) and not overwrite:
         raise AnomedError(
             f"{root}: folder exists and is not empty. "
-            "Fix: choose a new folder or pass overwrite=True to replace it."
+            "Fix: choose a new folder, or pass --overwrite to replace it (overwrite=True "
+            "from Python)."
         )
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = root.with_name(f".{root.name}.partial")

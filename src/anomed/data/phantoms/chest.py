@@ -527,3 +527,45 @@ def _readme(layout: str, seed: int, size: int, counts: tuple[int, int, int], kin
         "The patient's left is on the image's right (the heart bulges to the right).\n"
         "The same arguments give byte-identical files.\n"
     )
+
+
+def write_dicom_radiograph(
+    path: str | Path,
+    image: np.ndarray,
+    uid_seed: str = "anomed-chest",
+    modality: str = "CR",
+    spacing_mm: float = 0.5,
+) -> Path:
+    """Write a film (H, W) in [0, 1] as a single-frame 12-bit CR or DX DICOM file (no plane
+    geometry, ImagerPixelSpacing only, as a radiograph is stored). UIDs derive from
+    `uid_seed` (study and series from its part before the last '/', so films seeded
+    "p1/a" and "p1/b" share one series), so the same call writes the same file."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    classes = {"CR": "1.2.840.10008.5.1.4.1.1.1", "DX": "1.2.840.10008.5.1.4.1.1.1.1"}
+    if modality not in classes or np.ndim(image) != 2:
+        raise AnomedError(f"radiograph: modality {modality!r}, shape {np.shape(image)}. Fix: "
+                          "use CR or DX and an (H, W) image.")  # fmt: skip
+    group = uid_seed.rsplit("/", 1)[0]
+    sop = generate_uid(entropy_srcs=[uid_seed, "sop"])
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = classes[modality], sop
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = classes[modality], sop
+    ds.StudyInstanceUID = generate_uid(entropy_srcs=[group, "study"])
+    ds.SeriesInstanceUID = generate_uid(entropy_srcs=[group, "series"])
+    ds.PatientName, ds.PatientID, ds.Modality = f"Phantom^{group}", group[:64], modality
+    ds.SeriesNumber, ds.InstanceNumber, ds.SeriesDescription = 1, 1, "chest phantom"
+    ds.Rows, ds.Columns = np.shape(image)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.ImagerPixelSpacing = [f"{spacing_mm:g}", f"{spacing_mm:g}"]
+    stored = np.round(np.clip(image, 0, 1) * 4095).astype("<u2")
+    ds.PixelData = np.ascontiguousarray(stored).tobytes()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
