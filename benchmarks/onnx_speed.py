@@ -1,16 +1,22 @@
 """CPU runtimes side by side: PyTorch eager and + compile, ONNX Runtime fp32 / INT8, OpenVINO
 fp32 / INT8, on one method and one backbone: one markdown table, the CPU beside it.
 
-    # docs/guides/cpu.md's tables (quiet machine; each command ~3 min on 2 cores)
+    # docs/guides/cpu.md's tables (quiet machine; each command about 3 min on 2 cores)
     python benchmarks/onnx_speed.py --methods mediclip --model ViT-B-16 \\
-        --runtimes onnx onnx-int8 openvino openvino-int8 --batch-sizes 1 8 --iters 3
+        --runtimes onnx onnx-int8 --batch-sizes 1 8 --iters 3 --output runs/cpu_b16_onnx
     python benchmarks/onnx_speed.py --methods mediclip --model ViT-B-16 \\
-        --runtimes torch-compile --batch-sizes 1 8 --iters 3 --output runs/cpu_speed_compile
-    python benchmarks/onnx_speed.py --methods mediclip --model ViT-L-14 --image-size 240 \\
-        --runtimes openvino-int8 onnx-int8 --batch-sizes 1 8 --iters 2 --output runs/cpu_speed_l14
-    # k=16 adaptation on CPU, feature cache on (no inference rows beyond one batch of 1)
-    python benchmarks/onnx_speed.py --methods mediclip mvfa --model ViT-B-16 --runtimes \\
-        --adapt --batch-sizes 1 --iters 1 --output runs/cpu_adapt
+        --runtimes openvino openvino-int8 --batch-sizes 1 8 --iters 3 --output runs/cpu_b16_ov
+    python benchmarks/onnx_speed.py --methods mediclip --model ViT-B-16 \\
+        --runtimes torch-compile --batch-sizes 1 8 --iters 3 --output runs/cpu_b16_compile
+    python benchmarks/onnx_speed.py --methods mediclip --model ViT-L-14 \\
+        --image-size 240 --runtimes onnx-int8 --batch-sizes 1 8 --iters 2 --output runs/cpu_l14_ort
+    python benchmarks/onnx_speed.py --methods mediclip --model ViT-L-14 \\
+        --image-size 240 --runtimes openvino-int8 --batch-sizes 1 8 --iters 2 \\
+        --output runs/cpu_l14_ov
+    python benchmarks/onnx_speed.py --methods mediclip --model ViT-B-16 \\
+        --runtimes --adapt --batch-sizes 1 --iters 1 --output runs/cpu_adapt_mediclip
+    python benchmarks/onnx_speed.py --methods mvfa --model ViT-B-16 \\
+        --runtimes --adapt --batch-sizes 1 --iters 1 --output runs/cpu_adapt_mvfa
 
 Random-init weights (said so in the table): speed does not depend on the weights. PyTorch eager
 always runs, so every table carries its own baseline. Each method's `anomed bench speed` JSON
