@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -230,11 +231,14 @@ def _runtime_rows(cfg: SpeedConfig, method: AnomalyMethod, device: torch.device)
 
     out: dict[str, list[dict]] = {}
     wanted = list(dict.fromkeys((["onnx"] if cfg.onnx else []) + list(cfg.runtimes)))
-    for name in [r for r in wanted if r != "torch-compile"]:
-        rows = graph_inference_speed(method, name, cfg.batch_sizes, cfg.iters, device)
-        out.setdefault("runtimes", []).extend(rows)
-        if name == "onnx":
-            out["onnx_inference"] = rows
+    with tempfile.TemporaryDirectory(prefix="anomed-graphs-") as folder:  # one trace for all
+        for name in [r for r in wanted if r != "torch-compile"]:
+            rows = graph_inference_speed(
+                method, name, cfg.batch_sizes, cfg.iters, device, Path(folder)
+            )
+            out.setdefault("runtimes", []).extend(rows)
+            if name == "onnx":
+                out["onnx_inference"] = rows
     if "torch-compile" in wanted and not cfg.compile:
         method.backbone.compile_blocks()
         rows = inference_speed(method, replace(cfg, precisions=("fp32",)), device)

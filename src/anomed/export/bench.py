@@ -42,15 +42,17 @@ def _build(method: AnomalyMethod, runtime: str, folder: Path, device: torch.devi
 
     size = method.backbone.image_size
     fp32 = folder / "model.onnx"
-    trace_to_onnx(method, fp32, copy=True)
+    if not fp32.is_file():  # one trace (and one quantization) serves every runtime
+        trace_to_onnx(method, fp32, copy=True)
     graph = fp32
     if runtime.endswith("int8"):
         from anomed.export.quantize import quantize_onnx
 
-        rng = np.random.default_rng(0)
-        calib = rng.standard_normal((8, 3, size, size), dtype=np.float32)
         graph = folder / "model-int8.onnx"
-        quantize_onnx(fp32, graph, calib)
+        if not graph.is_file():
+            rng = np.random.default_rng(0)
+            calib = rng.standard_normal((8, 3, size, size), dtype=np.float32)
+            quantize_onnx(fp32, graph, calib)
     threads = torch.get_num_threads()
     if runtime.startswith("openvino"):
         from anomed.export.openvino import OpenVinoModel, check_device, convert_onnx, save_ir
@@ -73,8 +75,10 @@ def graph_inference_speed(
     batch_sizes: tuple[int, ...],
     iters: int,
     device: torch.device,
+    folder: Path | None = None,
 ) -> list[dict]:
-    """img/s, latency, peak memory and model size of `method` exported for `runtime`."""
+    """img/s, latency, peak memory and model size of `method` exported for `runtime`; graphs go
+    to `folder` (reused by later calls with the same folder), else to a temporary one."""
     if runtime not in GRAPH_RUNTIMES:
         raise AnomedError(f"--runtime {runtime}: use torch, torch-compile or {GRAPH_RUNTIMES}")
     precision = "int8" if runtime.endswith("int8") else "fp32"
@@ -82,7 +86,7 @@ def graph_inference_speed(
     size = method.backbone.image_size
     with tempfile.TemporaryDirectory(prefix="anomed-graph-") as tmp:
         try:
-            run, provider, model_mib = _build(method, runtime, Path(tmp), device)
+            run, provider, model_mib = _build(method, runtime, Path(folder or tmp), device)
         except AnomedError as exc:  # e.g. no CUDA provider, no OpenVINO
             return [{**base, "skipped": str(exc)}]
         rows = []
