@@ -12,7 +12,7 @@ from anomed.engine.checkpoint import sha256_file
 from anomed.engine.detector import load_detector
 from anomed.errors import AnomedError
 from anomed.export import graph as graph_module
-from anomed.export.onnx import export_run
+from anomed.export.pipeline import export_run
 from anomed.export.runtime import load_onnx_detector
 from anomed.methods.base import AnomalyOutput
 

@@ -227,27 +227,3 @@ def load_detector(
     if compile_backbone:
         method.backbone.compile_blocks()
     return Detector(method, info, dev, batch_size, Path(run))
-
-
-RUNTIMES = ("torch", "onnx", "openvino")
-
-
-def load_runtime_detector(
-    checkpoint: str | Path,
-    runtime: str = "torch",
-    device: str = "auto",
-    batch_size: int = 16,
-    compile_backbone: bool = False,
-) -> Detector:
-    """The `Detector` of a run under `runtime`: torch (the checkpoint itself), onnx or openvino
-    (its export, `anomed export`: a run folder holding one, or the exported file)."""
-    if runtime not in RUNTIMES:
-        raise AnomedError(f"--runtime {runtime}: use {', '.join(RUNTIMES)}")
-    if runtime == "torch":
-        return load_detector(checkpoint, device, batch_size, compile_backbone)
-    if compile_backbone:
-        raise AnomedError("--compile applies to the torch runtime only. Fix: drop --compile.")
-    from anomed.export.runtime import load_graph_detector
-
-    batch_size = coerce(Positive, batch_size, "batch_size")
-    return load_graph_detector(checkpoint, runtime, device, batch_size)

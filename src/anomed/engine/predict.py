@@ -22,8 +22,9 @@ from tqdm.auto import tqdm
 from anomed.config import Positive, coerce
 from anomed.data.io import is_image_file
 from anomed.data.volumes import find_volumes, is_volume_path
-from anomed.engine.detector import RUNTIMES, Detector, Prediction, load_runtime_detector
+from anomed.engine.detector import Detector, Prediction
 from anomed.errors import AnomedError, display_text
+from anomed.export.runtime import RUNTIMES, load_runtime_detector
 from anomed.outputs import check_output_dir, clear_dir, dumps_json, write_json
 from anomed.viz.overlay import save_prediction_png
 

@@ -265,13 +265,3 @@ def self_check(
         float(np.abs(maps - ref_maps).max()),
         float(np.abs(scores - ref_scores).max()),
     )
-
-
-# ---- export of a saved run ---------------------------------------------------------------------
-
-
-def export_run(run, output=None, overwrite: bool = False, opset: int = OPSET, **options):
-    """`anomed export RUN --format onnx`: see export.pipeline.export_run (all formats)."""
-    from anomed.export.pipeline import export_run as export
-
-    return export(run, output, overwrite=overwrite, opset=opset, **options)

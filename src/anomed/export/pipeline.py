@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from anomed import __version__
+from anomed._version import __version__
 from anomed.config import to_dict
 from anomed.data.datasets import load_sample
 from anomed.engine.checkpoint import WEIGHTS, CheckpointInfo, load_checkpoint, sha256_file

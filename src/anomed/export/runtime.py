@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from anomed.config import from_dict
+from anomed.config import Positive, coerce, from_dict
 from anomed.engine.checkpoint import WEIGHTS, CheckpointInfo, sha256_file
-from anomed.engine.detector import Detector
+from anomed.engine.detector import Detector, load_detector
 from anomed.errors import AnomedError
 from anomed.export.onnx import MODEL_NAME, _import_runtime, normalise, sidecar_path
 
@@ -224,3 +224,25 @@ def load_graph_detector(
     if runtime == "openvino":
         return load_openvino_detector(source, device, batch_size, threads)
     return load_onnx_detector(source, device, batch_size, threads)
+
+
+RUNTIMES = ("torch", "onnx", "openvino")
+
+
+def load_runtime_detector(
+    checkpoint: str | Path,
+    runtime: str = "torch",
+    device: str = "auto",
+    batch_size: int = 16,
+    compile_backbone: bool = False,
+) -> Detector:
+    """The `Detector` of a run under `runtime`: torch (the checkpoint itself), onnx or openvino
+    (its export, `anomed export`: a run folder holding one, or the exported file)."""
+    if runtime not in RUNTIMES:
+        raise AnomedError(f"--runtime {runtime}: use {', '.join(RUNTIMES)}")
+    if runtime == "torch":
+        return load_detector(checkpoint, device, batch_size, compile_backbone)
+    if compile_backbone:
+        raise AnomedError("--compile applies to the torch runtime only. Fix: drop --compile.")
+    batch_size = coerce(Positive, batch_size, "batch_size")
+    return load_graph_detector(checkpoint, runtime, device, batch_size)

@@ -21,8 +21,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from anomed.engine.detector import load_runtime_detector
 from anomed.errors import AnomedError
+from anomed.export.runtime import load_runtime_detector
 from anomed.serve.batching import BatcherClosed, MicroBatcher
 from anomed.serve.config import ServeConfig
 from anomed.serve.errors import ApiError, public_message
