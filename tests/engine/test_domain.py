@@ -207,7 +207,7 @@ def test_eval_counts_the_test_images_the_guard_would_flag(sets, brain_run, tmp_p
 
 def test_onnx_runtime_gives_torchs_domain_fields(sets, brain_run, tmp_path):
     pytest.importorskip("onnxruntime")
-    from anomed.export.onnx import export_run
+    from anomed.export.pipeline import export_run
     from anomed.export.runtime import load_onnx_detector
 
     target = tmp_path / "model.onnx"

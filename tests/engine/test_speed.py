@@ -53,3 +53,14 @@ def test_bench_speed_profile_names_the_top_operators(tmp_path, capsys):
         ops = profile[part]
         assert ops and all(o["self_ms"] >= 0 and 0 <= o["share"] <= 1 for o in ops)
     assert "aten::" in capsys.readouterr().out
+
+
+def test_cpu_info_names_the_int8_relevant_flags():
+    from anomed.engine.speed import CPU_FLAGS, cpu_info, cpu_line
+
+    info = cpu_info()
+    assert info["model"] and info["cores"] >= 1 and info["torch_threads"] >= 1
+    assert all(any(k in f for k in CPU_FLAGS) for f in info["flags"])
+    assert "sse2" not in info["flags"]  # only what decides INT8 speed
+    line = cpu_line({"model": "X", "flags": [], "cores": 2, "torch_threads": 2})
+    assert line == "CPU: X; flags: none of avx2/avx512/vnni/amx; 2 cores available, 2 threads"

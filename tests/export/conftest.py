@@ -40,7 +40,7 @@ def _labelled(normal: SupportSet) -> SupportSet:
     return SupportSet(images, labels, masks, [True] * len(images), normal.clsname)
 
 
-def make_run(folder, name: str, backbone, data_root, threshold: bool = True):
+def make_run(folder, name: str, backbone, data_root, threshold=True, model="anomed-tiny"):
     """A saved run of `name` whose dataset is `data_root` (its test images drive the checks)."""
     splits = load_dataset(data_root)
     size = backbone.image_size
@@ -58,7 +58,7 @@ def make_run(folder, name: str, backbone, data_root, threshold: bool = True):
     method.prepare()
     method.eval()
     cfg = RunConfig(method=name, method_args=METHOD_ARGS[name])
-    cfg.backbone = BackboneConfig(model="anomed-tiny", image_size=size)
+    cfg.backbone = BackboneConfig(model=model, image_size=size)
     cfg.data.root = str(data_root)
     cal = Calibration()
     if threshold:
@@ -89,3 +89,9 @@ def run_factory(tiny_backbone, phantom_root, tmp_path_factory):
         return made[name]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def run_maker():
+    """make_run itself, for runs on other backbones (see test_quantize's ViT-B-16 test)."""
+    return make_run

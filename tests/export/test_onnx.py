@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from anomed.cli import main
+from anomed.engine.checkpoint import sha256_file
 from anomed.engine.detector import load_detector
 from anomed.errors import AnomedError
 from anomed.export import graph as graph_module
-from anomed.export.onnx import export_run, sha256_file
+from anomed.export.pipeline import export_run
 from anomed.export.runtime import load_onnx_detector
 from anomed.methods.base import AnomalyOutput
 

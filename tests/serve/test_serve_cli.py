@@ -45,3 +45,33 @@ def test_token_comes_from_the_environment(monkeypatch):
     assert serve_config.token_from_env("flag-wins-1234") == "flag-wins-1234"
     monkeypatch.setenv(serve_config.TOKEN_ENV, "")
     assert serve_config.token_from_env(None) is None
+
+
+def test_serve_runtime_needs_the_runs_export(serve_checkpoint, tmp_path, capsys):
+    argv = ["serve", str(serve_checkpoint), "--port", "0", "--data-dir", str(tmp_path)]
+    assert main([*argv, "--runtime", "openvino"]) == 2
+    err = capsys.readouterr().err
+    assert "holds no openvino.xml or openvino-int8.xml. Fix: anomed export" in err
+
+
+@pytest.mark.slow
+def test_serve_loads_an_exported_graph(serve_checkpoint, tmp_path):
+    import shutil
+
+    import numpy as np
+
+    from anomed.export.pipeline import export_run
+    from anomed.serve.config import ServeConfig
+    from anomed.serve.service import Service
+
+    run = tmp_path / "run"
+    shutil.copytree(serve_checkpoint, run)
+    export_run(run, fmt="openvino")
+    service = Service.open(ServeConfig(runs=[str(run)], runtime="openvino", data_dir=str(tmp_path)))
+    try:
+        served = service.model(None)
+        assert served.detector.runtime == "openvino" and served.detector.path.name == "openvino.xml"
+        (pred,) = served.detector.predict([np.full((64, 64), 0.5, np.float32)])
+        assert pred.ok and pred.decision in ("normal", "abnormal")
+    finally:
+        service.close()

@@ -9,10 +9,19 @@ from pathlib import Path
 from anomed.cli.options import add_tracking_option, subparsers
 from anomed.errors import AnomedError, display_text
 
+BENCH_RUNTIMES = ("torch-compile", "onnx", "onnx-int8", "openvino", "openvino-int8")
+
+
+def _bench_runtimes(names: list[str]) -> tuple[str, ...]:
+    """--runtime names -> the runtimes timed beside PyTorch eager (which always runs)."""
+    if "all" in names:
+        return BENCH_RUNTIMES
+    return tuple(n for n in dict.fromkeys(names) if n != "torch")
+
 
 def cmd_bench_speed(args: argparse.Namespace) -> None:
     from anomed.backbone import BackboneConfig
-    from anomed.engine.speed import SpeedConfig, run_speed
+    from anomed.engine.speed import SpeedConfig, cpu_line, run_speed
 
     cfg = SpeedConfig(
         method=args.method,
@@ -31,9 +40,10 @@ def cmd_bench_speed(args: argparse.Namespace) -> None:
         compile=args.compile,
         num_workers=args.num_workers,
         profile=args.profile,
-        onnx=args.runtime == "onnx",
+        runtimes=_bench_runtimes(args.runtime),
     )
     report = run_speed(cfg, args.output)
+    print(cpu_line(report["cpu"]) + f"; weights: {report['weights']}")
     print(report["summary"])
     for part, ops in report.get("profile", {}).items():
         print(f"{part} top ops: " + ", ".join(f"{o['op']} {o['share']:.0%}" for o in ops[:6]))
@@ -177,9 +187,11 @@ def register(sub) -> None:  # noqa: ANN001 (the `subparsers` group)
     )
     p.add_argument(
         "--runtime",
-        choices=["torch", "onnx"],
-        default="torch",
-        help="onnx: also time the exported ONNX graph under onnxruntime, beside PyTorch",
+        nargs="+",
+        choices=["torch", *BENCH_RUNTIMES, "all"],
+        default=["torch"],
+        help="runtimes to time beside PyTorch eager: torch-compile, onnx, onnx-int8, openvino, "
+        "openvino-int8, or all (graphs exported from the same method; INT8 for speed only)",
     )
     p.add_argument("--output", "-o", default="runs/bench/speed", help="folder for speed.json")
     p.set_defaults(func=cmd_bench_speed)

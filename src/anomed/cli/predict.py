@@ -16,8 +16,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.engine == "ray":
         if args.runtime != "torch" or args.dicom_out:
             raise AnomedError(
-                "--runtime onnx and --dicom-out work with the local engine only. Fix: drop "
-                "them, or drop --engine ray."
+                f"--runtime {args.runtime} and --dicom-out work with the local engine only. "
+                "Fix: drop them, or drop --engine ray."
             )
         return cmd_predict_ray(args)
     ray_only = {
@@ -85,9 +85,20 @@ def cmd_predict_ray(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from anomed.export.onnx import export_run
+    from anomed.export.gates import Gates
+    from anomed.export.pipeline import export_run
 
-    report = export_run(args.run, args.output, overwrite=args.overwrite, opset=args.opset)
+    gates = Gates(args.gate_rank_corr, args.gate_map_cosine, args.gate_auroc_drop)
+    report = export_run(
+        args.run,
+        args.output,
+        overwrite=args.overwrite,
+        opset=args.opset,
+        fmt=args.format,
+        quantize=args.quantize,
+        gates=gates,
+        int8_tool=args.int8_tool,
+    )
     for line in report.lines():
         print(line)
 
@@ -100,8 +111,8 @@ def register(sub) -> None:  # noqa: ANN001 (the `subparsers` group)
     p.add_argument(
         "checkpoint",
         type=Path,
-        help="folder written by `anomed train` (--runtime onnx: that folder after `anomed "
-        "export`, or an exported .onnx file)",
+        help="folder written by `anomed train` (--runtime onnx|openvino: that folder after "
+        "`anomed export`, or an exported .onnx / .xml file)",
     )
     p.add_argument(
         "inputs",
@@ -121,9 +132,10 @@ def register(sub) -> None:  # noqa: ANN001 (the `subparsers` group)
     add_ray_options(p)
     p.add_argument(
         "--runtime",
-        choices=["torch", "onnx"],
+        choices=["torch", "onnx", "openvino"],
         default="torch",
-        help="torch (default) or onnx: the exported model under onnxruntime (CUDA if present)",
+        help="torch (default); onnx: the exported model under onnxruntime (CUDA if present); "
+        "openvino: the exported OpenVINO IR (CPU)",
     )
     p.add_argument(
         "--dicom-out",
@@ -138,8 +150,44 @@ def register(sub) -> None:  # noqa: ANN001 (the `subparsers` group)
         "export", help="export a trained detector (ONNX graph + JSON settings), self-checked"
     )
     p.add_argument("run", type=Path, help="folder written by `anomed train`")
-    p.add_argument("--format", choices=["onnx"], default="onnx", help="export format")
-    p.add_argument("--output", "-o", help="output file (default RUN/model.onnx)")
+    _add_export_options(p)
+    p.set_defaults(func=cmd_export)
+
+
+def _add_export_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--format",
+        choices=["onnx", "openvino"],
+        default="onnx",
+        help="onnx (onnxruntime) or openvino (OpenVINO IR, CPU)",
+    )
+    p.add_argument(
+        "--quantize",
+        choices=["int8"],
+        help="static INT8 (onnx: ONNX Runtime QDQ; openvino: that graph converted), calibrated "
+        "on the run's validation images, written only within the gates below",
+    )
+    p.add_argument(
+        "--output",
+        "-o",
+        help="output file (default RUN/model.onnx, model-int8.onnx, openvino.xml, "
+        "openvino-int8.xml)",
+    )
+    p.add_argument(
+        "--int8-tool",
+        choices=["qdq", "nncf"],
+        default="qdq",
+        help="openvino int8: qdq (default: ONNX Runtime's QDQ graph, converted; measured closer "
+        "to fp32) or nncf (nncf.quantize on the IR)",
+    )
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (17 or newer)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier export there")
-    p.set_defaults(func=cmd_export)
+    gates = (
+        ("--gate-rank-corr", 0.99, "least Spearman correlation of test image scores"),
+        ("--gate-map-cosine", 0.99, "least centred cosine of test anomaly maps"),
+        ("--gate-auroc-drop", 1.0, "most image/pixel AUROC points lost"),
+    )
+    for flag, default, what in gates:
+        p.add_argument(
+            flag, type=float, default=default, help=f"int8: {what} vs PyTorch fp32 ({default:g})"
+        )

@@ -13,7 +13,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from anomed.serve.config import token_from_env
 
     keys = ["host", "port", "data_dir", "device", "max_upload_mb", "max_batch", "batch_wait_ms"]
-    keys.append("domain_check")
+    keys += ["domain_check", "runtime"]
     data = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     data.update(runs=[str(r) for r in args.runs], token=token_from_env(args.token))
     data["access_log"] = args.access_log
@@ -41,4 +41,10 @@ def register(sub) -> None:  # noqa: ANN001 (the `subparsers` group)
     )
     p.add_argument("--access-log", action="store_true", help="log one line per request")
     add_domain_check(p)
+    p.add_argument(
+        "--runtime",
+        choices=["torch", "onnx", "openvino"],
+        help="torch (default), or serve each run's export (anomed export) under onnxruntime or "
+        "OpenVINO",
+    )
     p.set_defaults(func=cmd_serve)

@@ -22,9 +22,10 @@ from tqdm.auto import tqdm
 from anomed.config import Positive, coerce
 from anomed.data.io import is_image_file
 from anomed.data.volumes import find_volumes, is_volume_path
-from anomed.engine.detector import Detector, Prediction, load_detector
+from anomed.engine.detector import Detector, Prediction
 from anomed.engine.domain import DomainCheck, check_mode, count_flags, refuse_message
 from anomed.errors import AnomedError, display_text
+from anomed.export.runtime import RUNTIMES, load_runtime_detector
 from anomed.outputs import check_output_dir, clear_dir, dumps_json, write_json
 from anomed.viz.overlay import save_prediction_png
 
@@ -261,7 +262,8 @@ def predict_run(
 ) -> PredictReport:
     """Score every input; write overlays, per-volume maps and the prediction tables.
 
-    `runtime` "onnx" scores with the exported model (`anomed export`) under onnxruntime;
+    `runtime` "onnx" / "openvino" scores with the exported model (`anomed export`) under
+    onnxruntime / OpenVINO;
     `dicom_out` (seg, pmap, both) adds DICOM objects for DICOM series inputs (see
     anomed.export.dicom_out). `domain_check` (warn, refuse, off): what to do with an input
     outside the detector's training domain (anomed.engine.domain). Raises AnomedError before any
@@ -315,9 +317,9 @@ def predict_run(
 
 
 def _check_options(runtime: str, dicom_out: str | None, compile_backbone: bool) -> None:
-    if runtime not in ("torch", "onnx"):
-        raise AnomedError(f"--runtime {runtime}: use torch or onnx")
-    if runtime == "onnx" and compile_backbone:
+    if runtime not in RUNTIMES:
+        raise AnomedError(f"--runtime {runtime}: use {', '.join(RUNTIMES)}")
+    if runtime != "torch" and compile_backbone:
         raise AnomedError("--compile applies to the torch runtime only. Fix: drop --compile.")
     if dicom_out is not None and dicom_out not in ("seg", "pmap", "both"):
         raise AnomedError(f"--dicom-out {dicom_out}: use seg, pmap or both")
@@ -326,12 +328,8 @@ def _check_options(runtime: str, dicom_out: str | None, compile_backbone: bool) 
 def _load(
     checkpoint: str | Path, runtime: str, device: str, batch_size: int, compile_backbone: bool
 ) -> Detector:
-    """The torch Detector of a run, or the OnnxDetector of its export (same interface)."""
-    if runtime == "onnx":
-        from anomed.export.runtime import load_onnx_detector
-
-        return load_onnx_detector(checkpoint, device, batch_size)
-    return load_detector(checkpoint, device, batch_size, compile_backbone)
+    """The torch Detector of a run, or the detector of its export (same interface)."""
+    return load_runtime_detector(checkpoint, runtime, device, batch_size, compile_backbone)
 
 
 def _add(report: PredictReport, writer: _RowWriter, row: dict) -> None:

@@ -7,9 +7,11 @@ bracketed by synchronisation.
 
 from __future__ import annotations
 
+import os
 import platform
+import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -25,6 +27,8 @@ from anomed.engine.timing import PeakMemory, sync, timed_batch
 from anomed.engine.train import fit, resolve_schedule
 from anomed.methods.base import METHODS, AnomalyMethod, create_method
 from anomed.outputs import write_json
+
+RuntimeName = Literal["torch-compile", "onnx", "onnx-int8", "openvino", "openvino-int8"]
 
 
 @dataclass
@@ -48,6 +52,9 @@ class SpeedConfig:
     num_workers: Annotated[int, Bounds(0, 64)] = 0  # data-loading workers for the adaptation
     profile: bool = False  # add operator profiles of inference and of adaptation steps
     onnx: bool = False  # also time the exported ONNX graph under onnxruntime (fp32)
+    # more runtimes beside PyTorch eager (export.bench): torch-compile, onnx, onnx-int8,
+    # openvino, openvino-int8 (fp32 inference rows only)
+    runtimes: tuple[RuntimeName, ...] = ()
 
 
 def cast_matmul_weights(module: torch.nn.Module, dtype: torch.dtype) -> None:
@@ -196,14 +203,17 @@ def run_speed(cfg: SpeedConfig, output: str | Path | None = None) -> dict:
         "method": cfg.method,
         "config": asdict(cfg),
         "device": _device_name(device),
+        "cpu": cpu_info(),
+        "weights": "random init" if not cfg.backbone.pretrained else cfg.backbone.pretrained,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "inference": inference_speed(method, cfg, device),
     }
-    if cfg.onnx:
-        from anomed.export.bench import onnx_inference_speed
-
-        report["onnx_inference"] = onnx_inference_speed(method, cfg.batch_sizes, cfg.iters, device)
+    for row in report["inference"]:
+        row.update(
+            runtime="torch-compile" if cfg.compile else "torch", model_mib=_torch_mib(method)
+        )
+    report.update(_runtime_rows(cfg, method, device))
     if cfg.adapt:
         report["adaptation"] = _adaptation_rows(cfg, backbone, device)
     if cfg.profile:
@@ -212,6 +222,73 @@ def run_speed(cfg: SpeedConfig, output: str | Path | None = None) -> dict:
     if output:
         write_json(Path(output) / "speed.json", report)
     return report
+
+
+def _runtime_rows(cfg: SpeedConfig, method: AnomalyMethod, device: torch.device) -> dict:
+    """`onnx_inference` (fp32 ONNX, as before) and `runtimes` (every other runtime asked for);
+    torch-compile last, as compiling changes the method in place."""
+    from anomed.export.bench import graph_inference_speed
+
+    out: dict[str, list[dict]] = {}
+    wanted = list(dict.fromkeys((["onnx"] if cfg.onnx else []) + list(cfg.runtimes)))
+    with tempfile.TemporaryDirectory(prefix="anomed-graphs-") as folder:  # one trace for all
+        for name in [r for r in wanted if r != "torch-compile"]:
+            rows = graph_inference_speed(
+                method, name, cfg.batch_sizes, cfg.iters, device, Path(folder)
+            )
+            out.setdefault("runtimes", []).extend(rows)
+            if name == "onnx":
+                out["onnx_inference"] = rows
+    if "torch-compile" in wanted and not cfg.compile:
+        method.backbone.compile_blocks()
+        rows = inference_speed(method, replace(cfg, precisions=("fp32",)), device)
+        for row in rows:
+            row.update(runtime="torch-compile", model_mib=_torch_mib(method))
+        out.setdefault("runtimes", []).extend(rows)
+    return out
+
+
+def _torch_mib(method: AnomalyMethod) -> float:
+    """The method's parameters and buffers (what a checkpoint of the whole detector holds)."""
+    tensors = [*method.parameters(), *method.buffers()]
+    seen = {t.data_ptr(): t.numel() * t.element_size() for t in tensors}
+    return sum(seen.values()) / 2**20
+
+
+CPU_FLAGS = ("avx2", "avx512", "vnni", "amx", "fma", "f16c", "bf16")
+
+
+def cpu_info() -> dict:
+    """The CPU model, the vector/matrix flags that decide INT8 speed (AVX2, AVX-512, VNNI, AMX)
+    and the cores this process may use (Linux /proc/cpuinfo; elsewhere the platform's name)."""
+    model, flags = platform.processor() or platform.machine(), []
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and value.strip():
+            model = value.strip()
+        if key.strip() == "flags":
+            flags = sorted(f for f in value.split() if any(k in f for k in CPU_FLAGS))
+            break
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "model": model,
+        "flags": flags,
+        "cores": cores,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def cpu_line(info: dict) -> str:
+    """One line for beside a table: model, INT8-relevant flags, cores and threads."""
+    flags = " ".join(info["flags"]) or "none of avx2/avx512/vnni/amx"
+    return (
+        f"CPU: {info['model']}; flags: {flags}; {info['cores']} cores available, "
+        f"{info['torch_threads']} threads"
+    )
 
 
 def _device_name(device: torch.device) -> str:
@@ -231,10 +308,13 @@ def summary_line(report: dict) -> str:
     ]
     if single:
         parts.append(f"latency {min(r['latency_ms'] for r in single):.1f} ms")
-    onnx = [r for r in report.get("onnx_inference", []) if "img_per_s" in r]
-    if onnx:
-        fast = max(onnx, key=lambda r: r["img_per_s"])
-        parts.append(f"ONNX Runtime {fast['img_per_s']:.1f} img/s (batch {fast['batch']}, fp32)")
+    others = [r for r in report.get("runtimes", []) if "img_per_s" in r]
+    if others:
+        fast = max(others, key=lambda r: r["img_per_s"])
+        label = "ONNX Runtime" if fast["runtime"] == "onnx" else fast["runtime"]
+        parts.append(
+            f"{label} {fast['img_per_s']:.1f} img/s (batch {fast['batch']}, {fast['precision']})"
+        )
     if report.get("adaptation"):
         a = min(report["adaptation"], key=lambda r: r["seconds"])
         cached = ", cached features" if a["cache"] else ""

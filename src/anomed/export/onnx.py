@@ -23,33 +23,22 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import sys
-import tempfile
-import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from anomed._version import __version__
-from anomed.config import to_dict
 from anomed.data.datasets import load_sample
-from anomed.engine.checkpoint import (
-    WEIGHTS,
-    CheckpointInfo,
-    load_checkpoint,
-    load_domain_guard,
-    sha256_file,
-)
+from anomed.engine.checkpoint import CheckpointInfo
 from anomed.engine.domain import DomainGuard, domain_features
 from anomed.errors import AnomedError
-from anomed.export.graph import check_exportable, freeze_for_export
+from anomed.export.graph import freeze_for_export
 from anomed.methods.base import AnomalyMethod
-from anomed.outputs import dumps_json
 
 OPSET = 17
 TOLERANCE = 1e-3  # max abs difference ONNX vs PyTorch (fp32) on maps and on scores
@@ -130,7 +119,7 @@ def trace_to_onnx(
     size = method.backbone.image_size
     dummy = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     axes = {"image": {0: "batch"}, **{name: {0: "batch"} for name in names}}
-    with warnings.catch_warnings(), torch.no_grad(), _silenced_fds():
+    with warnings.catch_warnings(), torch.no_grad(), _silenced_fds(), _no_mha_fastpath():
         warnings.simplefilter("ignore")  # tracer notes on Python constants, exporter deprecation
         torch.onnx.export(
             graph,
@@ -143,6 +132,19 @@ def trace_to_onnx(
             dynamic_axes=axes,
             do_constant_folding=True,
         )
+
+
+@contextlib.contextmanager
+def _no_mha_fastpath() -> Iterator[None]:
+    """nn.MultiheadAttention's inference fast path (the real CLIP towers: ViT-B-16, ViT-L-14)
+    traces to `aten::_native_multi_head_attention`, which has no ONNX operator; the plain path
+    computes the same attention in exportable ops."""
+    enabled = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(enabled)
 
 
 @contextlib.contextmanager
@@ -223,6 +225,7 @@ class SelfCheck:
     max_score_diff: float
     decisions_equal: int | None  # images whose decision agrees (None: no threshold)
     tolerance: float = TOLERANCE
+    runtime: str = "onnxruntime CPU, fp32"
     max_domain_diff: float | None = None  # relative, domain_distance (None: no guard)
 
     @property
@@ -243,7 +246,7 @@ class SelfCheck:
             else ""
         )
         return (
-            f"self-check on {self.images} (onnxruntime CPU, fp32): max |map "
+            f"self-check on {self.images} ({self.runtime}): max |map "
             f"diff| {self.max_map_diff:.2e}, max |score diff| {self.max_score_diff:.2e}"
             f"{domain}{agree} -> {verdict}"
         )
@@ -306,160 +309,3 @@ def self_check(
         float(np.abs(maps - ref_maps).max()),
         float(np.abs(scores - ref_scores).max()),
     )
-
-
-# ---- export of a saved run ---------------------------------------------------------------------
-
-
-@dataclass
-class ExportReport:
-    path: Path
-    sidecar: Path
-    method: str
-    size_mib: float  # the .onnx file (and its .data file, if any)
-    seconds: float  # tracing and saving, without the self-check
-    check: SelfCheck
-
-    def lines(self) -> list[str]:
-        return [
-            f"exported {self.method} to {self.path} ({self.size_mib:.1f} MiB, opset {OPSET}+, "
-            f"dynamic batch) in {self.seconds:.1f} s; settings in {self.sidecar.name}",
-            self.check.line(),
-        ]
-
-
-def _check_target(target: Path, overwrite: bool) -> None:
-    if target.suffix != ".onnx":
-        raise AnomedError(f"-o {target}: an ONNX file name must end in .onnx. Fix: rename it.")
-    if target.is_dir():
-        raise AnomedError(f"-o {target}: is a folder. Fix: name a file, e.g. {target}/model.onnx")
-    taken = [p for p in (target, sidecar_path(target)) if p.exists()]
-    if taken and not overwrite:
-        raise AnomedError(
-            f"-o {target}: {taken[0]} exists (an earlier export). Fix: pass --overwrite to "
-            "replace it, or pick another -o."
-        )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if not os.access(target.parent, os.W_OK | os.X_OK):
-        raise AnomedError(f"-o {target}: {target.parent} is not writable. Fix: pick another -o.")
-
-
-def export_run(
-    run: str | Path, output: str | Path | None = None, overwrite: bool = False, opset: int = OPSET
-) -> ExportReport:
-    """Export a saved run as `output` (default RUN/model.onnx) + its JSON sidecar, after the
-    self-check passed; on any failure nothing is left behind (an earlier export stays)."""
-    run = Path(run)
-    method, info = load_checkpoint(run, "cpu")
-    guard = load_domain_guard(run, info)
-    check_exportable(method)  # before any work: a refusal is one line, at once
-    target = Path(os.path.abspath(output or run / MODEL_NAME))
-    _check_target(target, overwrite)
-    images, source = check_images(info, method.backbone.image_size)
-    reference = torch_outputs(method, images)  # the detector as it is, before any folding
-    domain = torch_domain(method, guard, images)
-    metadata = _metadata(method, info)
-    stage = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
-    try:
-        staged = stage / "graph" / target.name
-        staged.parent.mkdir()
-        start = time.perf_counter()
-        try:
-            trace_to_onnx(method, staged, opset, copy=False, guard=guard)
-        except AnomedError:
-            raise
-        except Exception as exc:  # the exporter's own failures, as one line
-            reason = " ".join(str(exc).split())[:300]
-            raise AnomedError(
-                f"{info.run.method}: cannot be exported to ONNX ({type(exc).__name__}: {reason})"
-            ) from exc
-        _finish_model(staged, metadata, _EXTERNAL_ABOVE)
-        seconds = time.perf_counter() - start
-        meta = {k.removeprefix("anomed."): json.loads(v) for k, v in metadata.items()}
-        check = _run_check(staged, (*reference, domain), images, source, meta, info)
-        if not check.passed:
-            raise AnomedError(
-                f"{info.run.method}: the ONNX graph does not reproduce PyTorch: {check.line()}. "
-                "Nothing was written."
-            )
-        sidecar = _sidecar(staged, run, info, meta, check, opset, seconds)
-        (staged.parent / sidecar_path(target).name).write_text(dumps_json(sidecar) + "\n")
-        _install(staged.parent, target)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-    size = sum(p.stat().st_size for p in (target, Path(f"{target}.data")) if p.exists())
-    return ExportReport(target, sidecar_path(target), info.run.method, size / 2**20, seconds, check)
-
-
-def _run_check(staged, reference, images, source, meta, info: CheckpointInfo) -> SelfCheck:
-    """`reference`: torch (scores, maps, domain distances or None)."""
-    scores, _, dmap, dscore = self_check(staged, reference, images, meta)
-    agree = None
-    threshold = info.calibration.threshold
-    if threshold is not None:
-        agree = int(((scores > threshold) == (reference[0] > threshold)).sum())
-    ddomain = None
-    if reference[2] is not None:
-        _, ort = _import_runtime()
-        session = ort.InferenceSession(str(staged), providers=["CPUExecutionProvider"])
-        mean, std = (np.array(meta[k], np.float32) for k in ("mean", "std"))
-        (found,) = session.run(["domain_distance"], {"image": normalise(images, mean, std)})
-        gap = np.abs(found - reference[2]) / np.maximum(1.0, np.abs(reference[2]))
-        ddomain = float(gap.max()) if found.shape == reference[2].shape else float("inf")
-    return SelfCheck(source, len(images), dmap, dscore, agree, TOLERANCE, ddomain)
-
-
-def _sidecar(staged: Path, run: Path, info, meta: dict, check: SelfCheck, opset, seconds) -> dict:
-    data = Path(f"{staged}.data")
-    return {
-        "format": "anomed-onnx/1",
-        "anomed_version": __version__,
-        "file": staged.name,
-        "onnx_sha256": sha256_file(staged),
-        "external_data": data.name if data.exists() else None,
-        "external_data_sha256": sha256_file(data) if data.exists() else None,
-        "opset": opset,
-        **{k: meta[k] for k in ("method", "preset", "class_name", "image_size")},
-        "input": {
-            "name": "image",
-            "shape": ["batch", 3, meta["image_size"], meta["image_size"]],
-            "dtype": "float32",
-            "layout": "NCHW, RGB",
-            "normalisation": "(pixel in [0, 1] - mean) / std, per channel",
-            "mean": meta["mean"],
-            "std": meta["std"],
-        },
-        "outputs": {
-            "anomaly_map": "float32 (batch, S, S)",
-            "score": "float32 (batch,); abnormal when > threshold",
-            **(
-                {
-                    "domain_distance": "float32 (batch,); outside the training domain when > "
-                    "domain_threshold"
-                }
-                if meta["domain_threshold"] is not None
-                else {}
-            ),
-        },
-        "threshold": meta["threshold"],
-        "domain_threshold": meta["domain_threshold"],
-        "map_range": meta["map_range"],
-        "checkpoint": {
-            "path": str(run.absolute()),
-            "weights_sha256": sha256_file(run / WEIGHTS),
-        },
-        "info": to_dict(info),
-        "self_check": {**asdict(check), "passed": check.passed},
-        "export_seconds": seconds,
-    }
-
-
-def _install(stage: Path, target: Path) -> None:
-    """Move the staged files into place: weights, then the graph, then the sidecar (a loader
-    checks the graph against the sidecar's hash, so a kill in between is caught, not mixed)."""
-    stale = Path(f"{target}.data")
-    if stale.exists() and not (stage / stale.name).exists():
-        stale.unlink()  # an earlier, larger export's weights
-    for name in (stale.name, target.name, sidecar_path(target).name):
-        if (stage / name).exists():
-            os.replace(stage / name, target.parent / name)

@@ -27,6 +27,7 @@ class ServeConfig:
     token: Annotated[str, TOKEN] | None = None  # None: no auth (ANOMED_TOKEN is read by the CLI)
     data_dir: str = "runs/serve"  # uploads, pictures and the SQLite database
     device: Annotated[str, DEVICE] = "auto"
+    runtime: Literal["torch", "onnx", "openvino"] = "torch"  # onnx/openvino: the runs' exports
     max_upload_mb: Annotated[float, Bounds(0.0, 65536.0, open_lo=True)] = 512.0  # per request
     max_megapixels: Annotated[float, Bounds(0.0, 170.0, open_lo=True)] = 50.0  # per image/slice
     max_megavoxels: Annotated[float, Bounds(0.0, 4096.0, open_lo=True)] = 256.0  # per volume

@@ -21,8 +21,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from anomed.engine.detector import load_detector
 from anomed.errors import AnomedError
+from anomed.export.runtime import load_runtime_detector
 from anomed.serve.batching import BatcherClosed, MicroBatcher
 from anomed.serve.config import ServeConfig
 from anomed.serve.errors import ApiError, public_message
@@ -78,8 +78,8 @@ class Service:
             ) from exc
         models = {}
         for name, path in model_names(cfg.runs):
-            detector = load_detector(
-                path, cfg.device, batch_size=cfg.max_batch, domain_check=cfg.domain_check
+            detector = load_runtime_detector(
+                path, cfg.runtime, cfg.device, cfg.max_batch, domain_check=cfg.domain_check
             )
             size = detector.image_size
             detector.run_batch(np.zeros((1, size, size, 3), np.float32))  # warm-up pass
