@@ -12,7 +12,7 @@ import torch
 
 import anomed
 from anomed.errors import AnomedError
-from anomed.export.onnx import export_run
+from anomed.export.pipeline import export_run
 from anomed.methods import METHODS
 
 BACKBONES = ["anomed-tiny-biomedclip", "anomed-tiny-siglip", "anomed-tiny-siglip2"]
