@@ -40,6 +40,8 @@ def _shim(folder: Path) -> dict[str, str]:
     )
     anomed.chmod(0o755)
     (bin_dir / "python").symlink_to(sys.executable)
+    # the guides' commands run from a clone's root, where the shipped examples sit
+    (folder / "examples").symlink_to(ROOT / "examples", target_is_directory=True)
     path = os.pathsep.join([str(bin_dir), os.environ.get("PATH", "")])
     pythonpath = os.pathsep.join(
         p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH", "")) if p
