@@ -4,7 +4,7 @@ A page's blocks run in order in one temporary folder (a block may use what an ea
 its page wrote): bash with `set -e -o pipefail` and the tested tree's `anomed` first on PATH,
 python in a fresh interpreter with the tested tree's src/ first on the path. A block is left out
 when the line right before its fence is `<!-- not-run: REASON -->`; a page with a block marked
-`<!-- slow -->` runs in the slow suite (all its blocks, in order).
+`<!-- slow -->` is a long one; every page runs in the slow suite (all its blocks, in order).
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ def _params():
         blocks = runnable(page)
         if not blocks:
             continue
-        marks = [pytest.mark.slow] if any(b.slow for b in blocks) else []
-        yield pytest.param(page, id=str(page.relative_to(ROOT / "docs")), marks=marks)
+        # every page's blocks train or score something: minutes in all, so the slow suite
+        # (which CI runs too) holds them; `<!-- slow -->` still marks the long ones for readers
+        yield pytest.param(page, id=str(page.relative_to(ROOT / "docs")), marks=[pytest.mark.slow])
 
 
 def _shim(folder: Path) -> dict[str, str]:

@@ -62,6 +62,7 @@ def _gates(**kwargs):
 _LENIENT = _gates(rank_corr=-1.0, map_cosine=-1.0, auroc_drop=100.0)
 
 
+@pytest.mark.slow
 def test_int8_exports_are_written_with_their_measured_gates(int8_run):
     run, reports = int8_run
     want = {"model-int8.json", "model-int8.onnx", "openvino-int8.xml", "openvino-int8.bin"}
@@ -85,6 +86,7 @@ def test_int8_exports_are_written_with_their_measured_gates(int8_run):
     assert "anomed.threshold" in meta
 
 
+@pytest.mark.slow
 def test_an_impossible_gate_refuses_naming_it_and_writes_nothing(run_factory, tmp_path, capsys):
     target = tmp_path / "out" / "model-int8.onnx"
     argv = ["-q", "export", str(run_factory("mediclip")), "--quantize", "int8", "-o", str(target)]
@@ -96,6 +98,7 @@ def test_an_impossible_gate_refuses_naming_it_and_writes_nothing(run_factory, tm
     assert "--gate-rank-corr 7.0: must be between -1 and 1" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("runtime", ["onnx", "openvino"])
 def test_predict_on_int8_gives_fp32_decisions_except_where_the_check_said(
     int8_run, phantom_root, tmp_path, runtime
@@ -124,6 +127,7 @@ def test_predict_on_int8_gives_fp32_decisions_except_where_the_check_said(
     assert sum(r["status"] == "error" for r in rows["int8"].values()) == 2
 
 
+@pytest.mark.slow
 def test_openvino_runs_on_the_cpu_only(int8_run):
     run, _ = int8_run
     with pytest.raises(AnomedError, match="--runtime openvino runs on the CPU. Fix: --device cpu"):

@@ -57,6 +57,7 @@ def test_import_of_only_non_images_says_why_nothing_is_left(tmp_path):
 
 
 # ---- a DICOM with a garbage JPEG 2000 payload: pydicom's logger, no traceback --------------
+@pytest.mark.slow
 def test_third_party_logger_prints_one_line_not_a_traceback(fuzz_run, tmp_path):
     case = next(c for c in DICOM_CASES if c.name == "jpeg2000-garbage")
     series = case.write(tmp_path)

@@ -18,9 +18,9 @@ from anomed.methods import METHODS
 BACKBONES = ["anomed-tiny-biomedclip", "anomed-tiny-siglip", "anomed-tiny-siglip2"]
 IMAGE_ONLY = "timm:test_vit2"  # a bare timm ViT with a register token (DINOv2-like)
 QUICK = [  # each backbone once, through each text path (embeddings, plain text, none)
-    ("anomed-tiny-biomedclip", "ppad"),
+    pytest.param("anomed-tiny-biomedclip", "ppad", marks=pytest.mark.slow),
     ("anomed-tiny-siglip", "mediclip"),
-    ("anomed-tiny-siglip2", "winclip"),
+    pytest.param("anomed-tiny-siglip2", "winclip", marks=pytest.mark.slow),
     (IMAGE_ONLY, "memorybank"),
 ]
 MATRIX = [(b, m) for b in BACKBONES for m in METHODS] + [(IMAGE_ONLY, "memorybank")]
