@@ -19,12 +19,15 @@ pytestmark = pytest.mark.slow
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 PEAK_LIMIT_MB = 3000  # python + torch + model is ~1 GB; a decoded 144 Mpx RGB float is 1.7 GB
-# runs predict, then writes its own peak resident memory (MB) to ANOMED_FUZZ_PEAK
+# runs predict, then writes its own peak resident memory (MB) to ANOMED_FUZZ_PEAK. VmHWM, not
+# getrusage: Linux carries the parent's high-water mark into ru_maxrss across vfork + exec, so
+# a child of a big pytest process would report the parent's peak (CI saw 4.9 GB for 1.4 GB).
 CHILD = """
-import os, resource, sys
+import os, re, sys
 from anomed.cli import main
 code = main(sys.argv[1:])
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+status = open("/proc/self/status").read()
+peak = int(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1)) / 1024
 open(os.environ["ANOMED_FUZZ_PEAK"], "w").write(str(peak))
 sys.exit(code)
 """
