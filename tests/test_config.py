@@ -32,3 +32,8 @@ def test_unknown_key_is_named():
 def test_override_without_equals_is_an_error():
     with pytest.raises(AnomedError, match="expected key=value"):
         apply_overrides({}, ["train.epochs"])
+
+
+def test_a_folder_given_as_config_says_so(tmp_path):
+    with pytest.raises(AnomedError, match="a folder, not a config file. Fix: pass the YAML file"):
+        load_yaml(tmp_path)

@@ -319,6 +319,8 @@ MAX_CONFIG_BYTES = 1 << 20  # a run config is a few kB; more is not a config
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """A YAML mapping from a file (safe loader: no tags run; aliases refused: no bombs)."""
     path = Path(path)
+    if path.is_dir():
+        raise AnomedError(f"{path}: a folder, not a config file. Fix: pass the YAML file in it.")
     if not path.is_file():
         raise AnomedError(f"{path}: no such config file. Fix: check the path.")
     if path.stat().st_size > MAX_CONFIG_BYTES:

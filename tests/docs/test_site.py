@@ -21,7 +21,8 @@ from pathlib import Path
 from urllib.parse import unquote, urldefrag, urlsplit
 
 import pytest
-from docskit import ROOT, chromium, close, require_browser
+from browserkit import chromium, close
+from docskit import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -147,7 +148,6 @@ def _check_link(link: str, base: str, site: Path) -> str | None:
 
 
 def test_every_page_renders_with_working_links_and_images(site, server) -> None:
-    require_browser()
     driver = chromium()
     try:
         broken: list[str] = []

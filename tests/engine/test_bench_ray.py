@@ -12,6 +12,8 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from ray_local import local_ray  # noqa: E402
+
 import anomed.engine.bench as bench  # noqa: E402
 from anomed.data.phantoms.organs import BmadPhantomConfig, write_bmad_phantoms  # noqa: E402
 from anomed.engine.bench import load_bench_config, run_bench  # noqa: E402
@@ -28,17 +30,9 @@ def crash_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def local_ray(crash_dir):
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        object_store_memory=200 * 1024**2,
-        _node_ip_address="127.0.0.1",
-        log_to_driver=False,
-        runtime_env={"env_vars": {CRASH_ENV: str(crash_dir)}},
-    )
-    yield
-    ray.shutdown()
+def ray_session(crash_dir):
+    with local_ray({CRASH_ENV: str(crash_dir)}):
+        yield
 
 
 @pytest.fixture(scope="module")

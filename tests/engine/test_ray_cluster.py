@@ -11,6 +11,8 @@ import pytest
 ray = pytest.importorskip("ray")
 pq = pytest.importorskip("pyarrow.parquet")
 
+from ray_local import local_ray  # noqa: E402
+
 from anomed.cli import main  # noqa: E402
 from anomed.data.phantoms.brain import PhantomConfig, write_phantom_dataset  # noqa: E402
 from anomed.ray import RayPredictConfig, predict_ray  # noqa: E402
@@ -25,17 +27,9 @@ def crash_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def local_ray(crash_dir):
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        object_store_memory=200 * 1024**2,
-        _node_ip_address="127.0.0.1",
-        log_to_driver=False,
-        runtime_env={"env_vars": {CRASH_ENV: str(crash_dir)}},
-    )
-    yield
-    ray.shutdown()
+def ray_session(crash_dir):
+    with local_ray({CRASH_ENV: str(crash_dir)}):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -9,36 +9,21 @@ from __future__ import annotations
 
 import csv
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+from browserkit import chromium, close
 from servekit import free_port, nifti_bytes
 
 import anomed
 from anomed.cli import main
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 pytestmark = pytest.mark.slow
-
-
-def _require_browser() -> None:
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).exists()]
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        missing.append("selenium (pip)")
-    if missing:
-        message = f"browser test needs {missing}: apt-get install -y chromium chromium-driver"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 @pytest.fixture(scope="module")
@@ -79,33 +64,11 @@ def server(trained, tmp_path_factory):
 
 @pytest.fixture
 def browser(tmp_path):
-    _require_browser()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    profile = tempfile.mkdtemp(prefix="anomed-chromium-")
-    for flag in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-        "--disable-background-networking", "--disable-component-update", "--no-first-run",
-        "--disable-sync", "--window-size=1280,800", f"--user-data-dir={profile}",
-    ):  # fmt: skip
-        opts.add_argument(flag)
     downloads = tmp_path / "downloads"
     downloads.mkdir()
-    opts.add_experimental_option(
-        "prefs",
-        {"download.default_directory": str(downloads), "download.prompt_for_download": False},
-    )
-    driver = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
-    driver.execute_cdp_cmd(
-        "Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
-    )
-    driver.downloads = downloads
+    driver = chromium(downloads, height=800)
     yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
+    close(driver)
 
 
 def wait_for(condition, timeout: float = 60.0, what: str = "condition"):

@@ -265,7 +265,8 @@ def _order(slices: list[_Slice], source: Path) -> tuple[list[_Slice], np.ndarray
     """Slices sorted along the slice normal (else by InstanceNumber) and the normal (3,)."""
     orients = [s.orientation for s in slices]
     if any(o is None for o in orients):
-        warnings.warn(f"{source}: no ImageOrientationPatient; assuming axial.", stacklevel=3)
+        if len(slices) > 1:  # a single film (CR/DX) has no slice order to get wrong
+            warnings.warn(f"{source}: no ImageOrientationPatient; assuming axial.", stacklevel=3)
         orient = _AXIAL
     else:
         orient = orients[0]
