@@ -15,23 +15,15 @@ does not change the speed.
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from anomed.engine.speed import cpu_info, cpu_line
+from anomed.engine.timing import median_seconds
 
-
-def median_seconds(fn: Callable[[], object], iters: int = 7) -> float:
-    fn()  # warm-up: weight prepacking, thread pool start
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+CPU = torch.device("cpu")
+ITERS = 7
 
 
 def ort_session(nodes, inputs, outputs, initializers, threads: int):
@@ -74,9 +66,9 @@ def timings(m: int, k: int, n: int, threads: int) -> dict[str, float]:
     x_q = rng.integers(0, 256, (m, k), dtype=np.uint8)
     with torch.inference_mode():
         return {
-            "PyTorch fp32": median_seconds(lambda: x_t @ w_t),
-            "ONNX Runtime fp32": median_seconds(lambda: fp32.run(None, {"x": x})),
-            "ONNX Runtime INT8": median_seconds(lambda: int8.run(None, {"x": x_q})),
+            "PyTorch fp32": median_seconds(lambda: x_t @ w_t, CPU, ITERS),
+            "ONNX Runtime fp32": median_seconds(lambda: fp32.run(None, {"x": x}), CPU, ITERS),
+            "ONNX Runtime INT8": median_seconds(lambda: int8.run(None, {"x": x_q}), CPU, ITERS),
         }
 
 

@@ -22,7 +22,7 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(fn: Callable[[], object], device: torch.device, iters: int) -> float:
+def median_seconds(fn: Callable[[], object], device: torch.device, iters: int) -> float:
     """Median seconds of `fn` over `iters` runs after one warm-up."""
     fn()
     times = []
@@ -81,7 +81,7 @@ def timed_batch(step: Callable[[], object], device: torch.device, batch: int, it
     """One speed row: median seconds of `step` on a batch, img/s, per-image latency, peak
     memory (the device's allocations on cuda, the process's resident set on CPU)."""
     with PeakMemory(device) as memory:
-        seconds = _timed(step, device, iters)
+        seconds = median_seconds(step, device, iters)
     return {
         "batch": batch,
         "seconds": seconds,
